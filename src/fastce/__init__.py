@@ -1,0 +1,47 @@
+"""fastce: fast, accurate cross-entropy losses and their gradients for NumPy on the CPU.
+
+Stable log_softmax / softmax / logsumexp, cross-entropy from logits (class-index or probability
+targets), NLL, binary cross-entropy from logits and from probabilities, their gradients and
+fused loss+gradient, with torch.nn.functional semantics.
+"""
+from ._threads import OPENMP, get_num_threads
+from .functional import (
+    accuracy,
+    binary_cross_entropy,
+    binary_cross_entropy_grad,
+    binary_cross_entropy_with_logits,
+    binary_cross_entropy_with_logits_grad,
+    categorical_cross_entropy,
+    cross_entropy,
+    cross_entropy_grad,
+    log_softmax,
+    log_softmax_vjp,
+    logsumexp,
+    nll_loss,
+    nll_loss_grad,
+    softmax,
+    softmax_vjp,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "accuracy",
+    "binary_cross_entropy",
+    "binary_cross_entropy_grad",
+    "binary_cross_entropy_with_logits",
+    "binary_cross_entropy_with_logits_grad",
+    "categorical_cross_entropy",
+    "cross_entropy",
+    "cross_entropy_grad",
+    "get_num_threads",
+    "log_softmax",
+    "log_softmax_vjp",
+    "logsumexp",
+    "nll_loss",
+    "nll_loss_grad",
+    "softmax",
+    "softmax_vjp",
+    "OPENMP",
+    "__version__",
+]

@@ -1,0 +1,108 @@
+# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+"""Row-operation kernels: logsumexp, log_softmax, softmax and their VJPs.
+
+Each driver runs a prange over the work items of an (A, C, B) layout (see _kernels.h); the
+math of one item lives in C so that GCC can vectorise it.  Inputs are C-contiguous arrays of
+one float dtype, already validated by the Python layer.
+"""
+from cython.parallel cimport prange
+cimport numpy as cnp
+from ._kernels cimport *
+
+include "_buffers.pxi"
+
+
+def logsumexp(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
+    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef Py_ssize_t size = A * C * B
+    cdef float *xf
+    cdef float *of
+    cdef double *xd
+    cdef double *od
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
+        of = <float *>_ptr(out, cnp.NPY_FLOAT32, A * B, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                lse_item_f(xf, C, B, i, of)
+    else:
+        xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
+        od = <double *>_ptr(out, cnp.NPY_FLOAT64, A * B, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                lse_item_d(xd, C, B, i, od)
+
+
+def log_softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
+    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef Py_ssize_t size = A * C * B
+    cdef float *xf
+    cdef float *of
+    cdef double *xd
+    cdef double *od
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
+        of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                log_softmax_item_f(xf, C, B, i, of)
+    else:
+        xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
+        od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                log_softmax_item_d(xd, C, B, i, od)
+
+
+def softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
+    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef Py_ssize_t size = A * C * B
+    cdef float *xf
+    cdef float *of
+    cdef double *xd
+    cdef double *od
+    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
+        xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
+        of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                softmax_item_f(xf, C, B, i, of)
+    else:
+        xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
+        od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                softmax_item_d(xd, C, B, i, od)
+
+
+def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
+    """kind: "log_softmax" or "softmax"; y is the forward output, g the upstream gradient."""
+    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef Py_ssize_t size = A * C * B
+    cdef bint is_log = kind == "log_softmax"
+    cdef float *yf
+    cdef float *gf
+    cdef float *of
+    cdef double *yd
+    cdef double *gd
+    cdef double *od
+    if cnp.PyArray_TYPE(y) == cnp.NPY_FLOAT32:
+        yf = <float *>_ptr(y, cnp.NPY_FLOAT32, size, False)
+        gf = <float *>_ptr(g, cnp.NPY_FLOAT32, size, False)
+        of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                if is_log:
+                    log_softmax_vjp_item_f(yf, gf, C, B, i, of)
+                else:
+                    softmax_vjp_item_f(yf, gf, C, B, i, of)
+    else:
+        yd = <double *>_ptr(y, cnp.NPY_FLOAT64, size, False)
+        gd = <double *>_ptr(g, cnp.NPY_FLOAT64, size, False)
+        od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
+        with nogil:
+            for i in prange(n, num_threads=nthreads, schedule="static"):
+                if is_log:
+                    log_softmax_vjp_item_d(yd, gd, C, B, i, od)
+                else:
+                    softmax_vjp_item_d(yd, gd, C, B, i, od)

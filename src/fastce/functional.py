@@ -1,0 +1,396 @@
+"""fastce's public functions: validate -> pick a kernel -> reduce.  No math lives here.
+
+Semantics follow torch.nn.functional (2.13); the deliberate differences are listed in the
+README ("Semantics").  Every loss comes in three forms sharing one signature:
+
+    loss = f(input, target, ...)                             the loss
+    loss, grad = f(input, target, ..., return_grad=True)     loss and d(loss)/d(input), one pass
+    grad = f_grad(input, target, ..., grad_output=1.0)       only the gradient
+"""
+import numpy as np
+
+from . import _validate as V
+from . import _binary, _ce, _softmax
+from ._threads import get_num_threads
+
+__all__ = [
+    "log_softmax", "softmax", "logsumexp", "log_softmax_vjp", "softmax_vjp",
+    "cross_entropy", "cross_entropy_grad", "nll_loss", "nll_loss_grad",
+    "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_grad",
+    "binary_cross_entropy", "binary_cross_entropy_grad",
+    "categorical_cross_entropy", "accuracy",
+]
+
+# Below this many elements a kernel runs on the calling thread: starting an OpenMP team costs
+# more than the work.
+PARALLEL_MIN_ELEMENTS = 1 << 15
+# Elements per chunk of the elementwise (binary) losses; fixed so sums are thread-independent.
+BINARY_CHUNK = 1 << 14
+
+
+def _nthreads(n_elements):
+    return 1 if n_elements < PARALLEL_MIN_ELEMENTS else get_num_threads()
+
+
+def _scalar(value, dtype):
+    return dtype.type(value)
+
+
+# ================================================================== row operations
+
+def log_softmax(x, axis=-1, out=None):
+    """Logarithm of softmax along `axis`, computed as (x - max) - log(sum(exp(x - max))).
+
+    Parameters
+    ----------
+    x : array_like
+        Real input; float16 is computed in float32, integers in float64.
+    axis : int, default -1
+        The class axis.
+    out : ndarray, optional
+        C-contiguous buffer of x's shape and result dtype; may be `x` itself.
+
+    Returns
+    -------
+    ndarray of x's shape and float dtype.
+    """
+    return _rowwise(_softmax.log_softmax, x, axis, out)
+
+
+def softmax(x, axis=-1, out=None):
+    """Softmax along `axis` (exp(x - max) / sum); see log_softmax for the parameters."""
+    return _rowwise(_softmax.softmax, x, axis, out)
+
+
+def _rowwise(kernel, x, axis, out):
+    xc, rdt = V.float_input(x, "x")
+    A, C, B, _ = V.split_axis(xc.shape, axis, "x")
+    buf, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc,))
+    kernel(xc.reshape(-1), A, C, B, buf.reshape(-1), _nthreads(xc.size))
+    return V.deliver(buf, pending, rdt)
+
+
+def logsumexp(x, axis=-1):
+    """log(sum(exp(x))) along `axis`, stable for any magnitude.
+
+    Returns an array of x's shape without `axis` (a NumPy scalar for 1-D input).  Rows of all
+    -inf give -inf and rows containing +inf give +inf, as in torch.logsumexp.
+    """
+    xc, rdt = V.float_input(x, "x")
+    A, C, B, ax = V.split_axis(xc.shape, axis, "x")
+    res = np.empty(V.sample_shape(xc.shape, ax), dtype=xc.dtype)
+    _softmax.logsumexp(xc.reshape(-1), A, C, B, res.reshape(-1), _nthreads(xc.size))
+    res = res.astype(rdt, copy=False)
+    return res[()] if res.ndim == 0 else res
+
+
+def log_softmax_vjp(output, grad_output, axis=-1, out=None):
+    """Gradient w.r.t. the input of log_softmax, given its `output` and the upstream gradient.
+
+    grad_input = grad_output - softmax * sum(grad_output), with softmax = exp(output).
+    """
+    return _vjp("log_softmax", output, grad_output, axis, out)
+
+
+def softmax_vjp(output, grad_output, axis=-1, out=None):
+    """Gradient w.r.t. the input of softmax, given its `output` (probabilities) and the upstream
+    gradient: grad_input = p * (grad_output - sum(p * grad_output))."""
+    return _vjp("softmax", output, grad_output, axis, out)
+
+
+def _vjp(kind, output, grad_output, axis, out):
+    yc, rdt = V.float_input(output, "output")
+    gc = V.same_dtype_input(grad_output, yc.dtype, "grad_output")
+    V.same_shape(yc, gc, "output", "grad_output")
+    A, C, B, _ = V.split_axis(yc.shape, axis, "output")
+    buf, pending = V.output_buffer(out, yc.shape, rdt, yc.dtype, (yc, gc))
+    _softmax.vjp(kind, yc.reshape(-1), gc.reshape(-1), A, C, B, buf.reshape(-1),
+                 _nthreads(yc.size))
+    return V.deliver(buf, pending, rdt)
+
+
+# ================================================================== cross-entropy family
+
+def _grad_scaling(reduction, grad_output, denominator, samples):
+    """(gcoef, gscale) for the kernels: grad = gcoef * gscale_n * d(loss_n)/dx."""
+    if reduction == "none":
+        return 1.0, V.grad_output_array(grad_output, samples, np.float64)
+    g = V.grad_output_scalar(grad_output)
+    if reduction == "sum":
+        return g, None
+    # mean with a zero denominator (every target ignored): the loss is NaN and the gradient
+    # zero, as in torch.
+    return (g / denominator if denominator != 0 else 0.0), None
+
+
+def _reduce(per_sample, reduction, denominator, samples, dtype):
+    if reduction == "none":
+        return per_sample.reshape(samples).astype(dtype)
+    total = per_sample.sum()
+    if reduction == "sum":
+        return _scalar(total, dtype)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return _scalar(np.float64(total) / np.float64(denominator), dtype)
+
+
+def _check_out_usage(out, want_grad):
+    if out is not None and not want_grad:
+        raise ValueError("out= receives the gradient: pass return_grad=True (or use the *_grad form)")
+
+
+def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smoothing, axis,
+                want_grad, grad_output, out):
+    """Shared driver of cross_entropy (kind='ce') and nll_loss (kind='nll')."""
+    reduction = V.reduction(reduction)
+    eps = V.label_smoothing(label_smoothing)
+    ignore = V.ignore_index(ignore_index)
+    xc, rdt = V.float_input(inp, "input")
+    A, C, B, ax = V.split_axis(xc.shape, axis, "input")
+    samples = V.sample_shape(xc.shape, ax)
+    w = V.class_weight(weight, C)
+    fmt = V.target_format(target, xc.ndim)
+    if fmt == "prob" and kind == "nll":
+        raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
+                        f"dtype; got a target of the input's shape {tuple(np.shape(target))}")
+    loss = np.empty(A * B, dtype=np.float64)
+    nth = _nthreads(xc.size)
+
+    if fmt == "index":
+        t = V.class_index_target(target, samples, C, ignore, xc.shape)
+        kept = t != ignore
+        denominator = float(w[t[kept]].sum()) if w is not None else float(np.count_nonzero(kept))
+    else:
+        q = V.probability_target(target, xc, xc.dtype)
+        denominator = float(A * B)
+
+    gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
+                     if want_grad else (0.0, None))
+    grad, pending = (V.output_buffer(out, xc.shape, rdt, xc.dtype,
+                                     (xc,) if fmt == "index" else (xc, q))
+                     if want_grad else (None, None))
+    gflat = grad.reshape(-1) if grad is not None else None
+
+    if fmt == "index":
+        W = float(w.sum()) if w is not None else float(C)
+        _ce.cross_entropy_index(xc.reshape(-1), t.reshape(-1), w, W, ignore, eps, A, C, B,
+                                loss, gflat, gcoef, gscale, nth, kind == "nll")
+    else:
+        _ce.cross_entropy_prob(xc.reshape(-1), q.reshape(-1), w, eps, A, C, B, loss, gflat,
+                               gcoef, gscale, nth)
+
+    value = _reduce(loss, reduction, denominator, samples, xc.dtype)
+    if not want_grad:
+        return value
+    return value, V.deliver(grad, pending, rdt)
+
+
+def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  label_smoothing=0.0, axis=-1, return_grad=False, grad_output=1.0, out=None):
+    """Cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
+
+    Parameters
+    ----------
+    logits : array_like
+        Unnormalised scores; the class axis is `axis`.  Shapes: (C,), (N, C), (N, d1, ..., C)
+        with axis=-1, or PyTorch's (N, C, d1, ...) with axis=1.
+    target : array_like
+        Integer class indices with the logits' shape minus the class axis, or float class
+        probabilities with the logits' shape.
+    weight : array_like of shape (C,), optional
+        Per-class rescaling weights.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute neither loss nor gradient nor weight.
+    reduction : {"mean", "sum", "none"}
+        "mean" divides by the sum of target weights of non-ignored samples (index targets) or
+        by the number of samples (probability targets).
+    label_smoothing : float in [0, 1]
+        Mixes the target with the uniform distribution: (1 - eps) target + eps / C.
+    axis : int, default -1
+        The class axis.
+    return_grad : bool
+        Also return d(loss)/d(logits), computed in the same pass.
+    grad_output : float or array_like
+        Upstream gradient (scalar for mean/sum; per-sample shape for "none").
+    out : ndarray, optional
+        Buffer for the gradient; may be `logits` itself for an in-place gradient.
+
+    Returns
+    -------
+    loss : NumPy scalar (mean/sum) or ndarray of the per-sample shape ("none")
+    grad : ndarray of the logits' shape and dtype, when return_grad=True
+    """
+    _check_out_usage(out, return_grad)
+    return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
+                       axis, return_grad, grad_output, out)
+
+
+def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
+                       label_smoothing=0.0, axis=-1, grad_output=1.0, out=None):
+    """Gradient of cross_entropy w.r.t. the logits, scaled by grad_output (see cross_entropy)."""
+    return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
+                       axis, True, grad_output, out)[1]
+
+
+def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean", axis=-1,
+             return_grad=False, grad_output=1.0, out=None):
+    """Negative log-likelihood of class-index targets given log-probabilities, as
+    torch.nn.functional.nll_loss: loss_n = -weight[y_n] * log_probs[n, y_n].
+
+    Parameters and returns as cross_entropy (no label smoothing, no probability targets).
+    """
+    _check_out_usage(out, return_grad)
+    return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
+                       return_grad, grad_output, out)
+
+
+def nll_loss_grad(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
+                  axis=-1, grad_output=1.0, out=None):
+    """Gradient of nll_loss w.r.t. the log-probabilities, scaled by grad_output."""
+    return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
+                       True, grad_output, out)[1]
+
+
+# ================================================================== binary losses
+
+def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, grad_output, out):
+    reduction = V.reduction(reduction)
+    xc, rdt = V.float_input(inp, "input")
+    y = V.same_dtype_input(target, xc.dtype, "target")
+    V.same_shape(xc, y, "input", "target")
+    if kind == "probs" and xc.size:
+        outside = (xc < 0) | (xc > 1)
+        if outside.any():
+            raise ValueError("binary_cross_entropy: input probabilities must be in [0, 1]; "
+                             f"found {xc[outside].flat[0]!r}")
+    w = V.broadcast_weight(weight, xc.shape, xc.dtype)
+    pw = V.pos_weight(pos_weight, xc.shape, xc.dtype) if kind == "logits" else None
+    n = xc.size
+    if pw is not None:
+        K = pw.shape[0]
+        rows_per_chunk = max(1, BINARY_CHUNK // K)
+    else:
+        K, rows_per_chunk = BINARY_CHUNK, 1
+    nchunks = -(-n // (K * rows_per_chunk)) if n else 0
+    chunk_sum = np.empty(nchunks, dtype=np.float64)
+    loss = np.empty(xc.shape, dtype=xc.dtype) if reduction == "none" else None
+
+    gcoef, gscale = 0.0, None
+    grad = pending = None
+    if want_grad:
+        if reduction == "none":
+            gcoef, gscale = 1.0, V.grad_output_array(grad_output, xc.shape, xc.dtype)
+        else:
+            gcoef = V.grad_output_scalar(grad_output)
+            if reduction == "mean":
+                gcoef = gcoef / n if n else 0.0
+        grad, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc, y, w))
+
+    _binary.binary(kind, xc.reshape(-1), y.reshape(-1),
+                   w.reshape(-1) if w is not None else None, pw, K, rows_per_chunk,
+                   loss.reshape(-1) if loss is not None else None, chunk_sum,
+                   grad.reshape(-1) if grad is not None else None, gcoef, gscale, _nthreads(n))
+
+    if reduction == "none":
+        value = loss
+    else:
+        total = chunk_sum.sum()
+        if reduction == "mean":
+            with np.errstate(invalid="ignore", divide="ignore"):
+                total = total / np.float64(n)
+        value = _scalar(total, xc.dtype)
+    if not want_grad:
+        return value
+    return value, V.deliver(grad, pending, rdt)
+
+
+def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
+                                     reduction="mean", return_grad=False, grad_output=1.0,
+                                     out=None):
+    """Binary cross-entropy on logits, as torch.nn.functional.binary_cross_entropy_with_logits:
+    loss = weight * [(1 - y) x + (1 + (pos_weight - 1) y) softplus(-x)], computed stably.
+
+    Parameters
+    ----------
+    logits, target : array_like of the same shape (targets in [0, 1], soft labels allowed)
+    weight : array_like broadcastable to the input, optional
+    pos_weight : array_like broadcastable along the last axis, optional
+    reduction, return_grad, grad_output, out : as cross_entropy ("mean" divides by the number
+        of elements).
+
+    At infinite logits the mathematical limits are returned (0 or +inf), not NaN.
+    """
+    _check_out_usage(out, return_grad)
+    return _binary_loss("logits", logits, target, weight, pos_weight, reduction, return_grad,
+                        grad_output, out)
+
+
+def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_weight=None,
+                                          reduction="mean", grad_output=1.0, out=None):
+    """Gradient of binary_cross_entropy_with_logits w.r.t. the logits."""
+    return _binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
+                        grad_output, out)[1]
+
+
+def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", return_grad=False,
+                         grad_output=1.0, out=None):
+    """Binary cross-entropy on probabilities, as torch.nn.functional.binary_cross_entropy:
+    loss = -weight [y log p + (1 - y) log(1 - p)] with each log clamped at -100.
+
+    Probabilities outside [0, 1] raise ValueError; NaN propagates.  The gradient is
+    weight (p - y) / max(p (1 - p), 1e-12), as in torch.
+    """
+    _check_out_usage(out, return_grad)
+    return _binary_loss("probs", probs, target, weight, None, reduction, return_grad,
+                        grad_output, out)
+
+
+def binary_cross_entropy_grad(probs, target, *, weight=None, reduction="mean", grad_output=1.0,
+                              out=None):
+    """Gradient of binary_cross_entropy w.r.t. the probabilities."""
+    return _binary_loss("probs", probs, target, weight, None, reduction, True, grad_output,
+                        out)[1]
+
+
+# ================================================================== from probabilities
+
+def categorical_cross_entropy(probs, target, *, eps=None, reduction="mean", axis=-1):
+    """Cross-entropy of predicted probabilities (Keras' from_logits=False).
+
+    Probabilities are clipped to [eps, 1 - eps] (eps defaults to the dtype's machine epsilon)
+    before the log.  `target` is class indices (the input's shape without `axis`) or one-hot /
+    probabilities (the input's shape).  "mean" averages over samples.
+    """
+    reduction = V.reduction(reduction)
+    pc, _ = V.float_input(probs, "probs")
+    A, C, B, ax = V.split_axis(pc.shape, axis, "probs")
+    samples = V.sample_shape(pc.shape, ax)
+    e = V.eps_value(eps, pc.dtype)
+    logp = np.log(np.clip(pc, e, 1.0 - e))
+    if V.target_format(target, pc.ndim) == "index":
+        t = V.class_index_target(target, samples, C, None, pc.shape)
+        per = -np.take_along_axis(logp, np.expand_dims(t, ax), axis=ax).squeeze(ax)
+    else:
+        q = V.same_dtype_input(target, pc.dtype, "target")
+        V.same_shape(pc, q, "probs", "target")
+        per = -(q * logp).sum(axis=ax, dtype=np.float64)
+    per = np.asarray(per, dtype=np.float64).reshape(-1)
+    return _reduce(per, reduction, float(per.size), samples, pc.dtype)
+
+
+def accuracy(scores, target, *, axis=-1):
+    """Fraction of samples whose argmax over `axis` equals the target (class indices, or one-hot
+    / probabilities reduced by argmax).  Returns a Python float (NaN for an empty batch)."""
+    sc = np.asarray(scores)
+    V.float_dtypes(sc.dtype, "scores")
+    A, C, B, ax = V.split_axis(sc.shape, axis, "scores")
+    samples = V.sample_shape(sc.shape, ax)
+    if V.target_format(target, sc.ndim) == "index":
+        t = V.class_index_target(target, samples, C, None, sc.shape)
+    else:
+        oh = np.asarray(target)
+        V.float_dtypes(oh.dtype, "target")
+        V.same_shape(sc, oh, "scores", "target")
+        t = oh.argmax(axis=ax) if oh.size else np.empty(samples, dtype=np.int64)
+    if t.size == 0:
+        return float("nan")
+    return float(np.mean(sc.argmax(axis=ax) == t))
