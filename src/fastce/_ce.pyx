@@ -18,7 +18,7 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
                         double label_smoothing, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B,
                         loss, grad, double gcoef, gscale, int nthreads, bint nll=False):
     """Class-index targets.  nll=True: `x` holds log-probabilities and no smoothing applies."""
-    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B, ns = A * B
     cdef ce_args_f af
     cdef ce_args_d ad
@@ -38,9 +38,9 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
                 if nll:
-                    nll_item_f(xf, C, B, i, &af, gf)
+                    nll_item_f(xf, A, C, B, i, &af, gf)
                 else:
-                    ce_index_item_f(xf, C, B, i, &af, gf)
+                    ce_index_item_f(xf, A, C, B, i, &af, gf)
     else:
         ad.tgt = tp; ad.w = wp; ad.W = weight_sum; ad.ignore = ignore_index
         ad.eps = label_smoothing; ad.loss = lp; ad.gscale = gs; ad.gcoef = gcoef
@@ -49,15 +49,15 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
                 if nll:
-                    nll_item_d(xd, C, B, i, &ad, gd)
+                    nll_item_d(xd, A, C, B, i, &ad, gd)
                 else:
-                    ce_index_item_d(xd, C, B, i, &ad, gd)
+                    ce_index_item_d(xd, A, C, B, i, &ad, gd)
 
 
 def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ssize_t C,
                        Py_ssize_t B, loss, grad, double gcoef, gscale, int nthreads):
     """Probability targets q (same layout as x)."""
-    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B, ns = A * B
     cdef ce_prob_args_f af
     cdef ce_prob_args_d ad
@@ -75,7 +75,7 @@ def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ss
         gf = <float *>_optr(grad, cnp.NPY_FLOAT32, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                ce_prob_item_f(xf, C, B, i, &af, gf)
+                ce_prob_item_f(xf, A, C, B, i, &af, gf)
     else:
         ad.q = <const double *>_ptr(q, cnp.NPY_FLOAT64, size, False)
         ad.w = wp; ad.eps = label_smoothing; ad.loss = lp; ad.gscale = gs; ad.gcoef = gcoef
@@ -83,4 +83,4 @@ def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ss
         gd = <double *>_optr(grad, cnp.NPY_FLOAT64, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                ce_prob_item_d(xd, C, B, i, &ad, gd)
+                ce_prob_item_d(xd, A, C, B, i, &ad, gd)

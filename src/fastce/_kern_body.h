@@ -8,7 +8,7 @@
 
 /* ===================================================== row primitives (contiguous, length n) */
 
-static inline T S(row_max)(const T *x, fce_idx n)
+FCE_INLINE T S(row_max)(const T *x, fce_idx n)
 {
     T mk[FCE_LANES];
     fce_idx j = 0;
@@ -16,6 +16,7 @@ static inline T S(row_max)(const T *x, fce_idx n)
     T m = -INFINITY;
     for (k = 0; k < FCE_LANES; k++) mk[k] = -INFINITY;
     for (; j + FCE_LANES <= n; j += FCE_LANES)
+        _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) mk[k] = x[j + k] > mk[k] ? x[j + k] : mk[k];
     for (; j < n; j++) m = x[j] > m ? x[j] : m;
     for (k = 0; k < FCE_LANES; k++) m = mk[k] > m ? mk[k] : m;
@@ -23,7 +24,7 @@ static inline T S(row_max)(const T *x, fce_idx n)
 }
 
 /* sum_j exp(x_j - m) in double; stores the exps in e when e != NULL (e may alias x). */
-static inline double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
+FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
 {
     double acc[FCE_LANES] = {0};
     double tail = 0.0;
@@ -31,6 +32,7 @@ static inline double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
     int k;
     if (e) {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
+            _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
                 T v = FCE_EXP(x[j + k] - m);
                 e[j + k] = v;
@@ -39,6 +41,7 @@ static inline double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
         for (; j < n; j++) { T v = FCE_EXP(x[j] - m); e[j] = v; tail += (double)v; }
     } else {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
+            _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) acc[k] += (double)FCE_EXP(x[j + k] - m);
         for (; j < n; j++) tail += (double)FCE_EXP(x[j] - m);
     }
@@ -48,7 +51,7 @@ static inline double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
 /* sum_j k_j (m - x_j) with k_j = w_j (w == NULL: 1), terms with k_j == 0 skipped so that a
  * masked (-inf) logit of zero weight contributes 0 rather than 0*inf = NaN.
  * Every term is >= 0 (m is the row max), so the sum has no cancellation. */
-static inline double S(row_wdist)(const T *x, const double *w, fce_idx n, T m)
+FCE_INLINE double S(row_wdist)(const T *x, const double *w, fce_idx n, T m)
 {
     double acc[FCE_LANES] = {0};
     double tail = 0.0;
@@ -56,6 +59,7 @@ static inline double S(row_wdist)(const T *x, const double *w, fce_idx n, T m)
     int k;
     if (w) {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
+            _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
                 double wk = w[j + k];
                 acc[k] += wk == 0.0 ? 0.0 : wk * (double)(m - x[j + k]);
@@ -63,6 +67,7 @@ static inline double S(row_wdist)(const T *x, const double *w, fce_idx n, T m)
         for (; j < n; j++) tail += w[j] == 0.0 ? 0.0 : w[j] * (double)(m - x[j]);
     } else {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
+            _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) acc[k] += (double)(m - x[j + k]);
         for (; j < n; j++) tail += (double)(m - x[j]);
     }
@@ -71,7 +76,7 @@ static inline double S(row_wdist)(const T *x, const double *w, fce_idx n, T m)
 
 /* Soft targets: k_j = w_j ((1-eps) q_j + eps/C).  Returns sum_j k_j (m - x_j) (zero-k terms
  * skipped, as above) and stores sum_j k_j in *ksum. */
-static inline double S(row_qdist)(const T *x, const T *q, const double *w, fce_idx n, T m,
+FCE_INLINE double S(row_qdist)(const T *x, const T *q, const double *w, fce_idx n, T m,
                                   double keep, double spread, double *ksum)
 {
     double acc[FCE_LANES] = {0}, qacc[FCE_LANES] = {0};
@@ -79,6 +84,7 @@ static inline double S(row_qdist)(const T *x, const T *q, const double *w, fce_i
     fce_idx j = 0;
     int k;
     for (; j + FCE_LANES <= n; j += FCE_LANES)
+        _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) {
             double kk = (keep * (double)q[j + k] + spread) * (w ? w[j + k] : 1.0);
             acc[k] += kk == 0.0 ? 0.0 : kk * (double)(m - x[j + k]);
@@ -94,7 +100,7 @@ static inline double S(row_qdist)(const T *x, const T *q, const double *w, fce_i
 }
 
 /* sum_j a_j (b == NULL) or sum_j a_j b_j, in double */
-static inline double S(row_dot)(const T *a, const T *b, fce_idx n)
+FCE_INLINE double S(row_dot)(const T *a, const T *b, fce_idx n)
 {
     double acc[FCE_LANES] = {0};
     double tail = 0.0;
@@ -102,10 +108,12 @@ static inline double S(row_dot)(const T *a, const T *b, fce_idx n)
     int k;
     if (b) {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
+            _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) acc[k] += (double)a[j + k] * (double)b[j + k];
         for (; j < n; j++) tail += (double)a[j] * (double)b[j];
     } else {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
+            _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) acc[k] += (double)a[j + k];
         for (; j < n; j++) tail += (double)a[j];
     }
@@ -114,7 +122,7 @@ static inline double S(row_dot)(const T *a, const T *b, fce_idx n)
 
 /* ============================================ column primitives (tile of bw columns, stride B) */
 
-static inline void S(col_max)(const T *x, fce_idx C, fce_idx B, fce_idx bw, T *m)
+FCE_INLINE void S(col_max)(const T *x, fce_idx C, fce_idx B, fce_idx bw, T *m)
 {
     fce_idx c, b;
     for (b = 0; b < bw; b++) m[b] = -INFINITY;
@@ -124,7 +132,7 @@ static inline void S(col_max)(const T *x, fce_idx C, fce_idx B, fce_idx bw, T *m
     }
 }
 
-static inline void S(col_sumexp)(const T *x, fce_idx C, fce_idx B, fce_idx bw, const T *m,
+FCE_INLINE void S(col_sumexp)(const T *x, fce_idx C, fce_idx B, fce_idx bw, const T *m,
                                  double *s, T *e, fce_idx eB)
 {
     fce_idx c, b;
@@ -142,138 +150,185 @@ static inline void S(col_sumexp)(const T *x, fce_idx C, fce_idx B, fce_idx bw, c
 
 /* ====================================================================== item decoding */
 
-typedef struct { fce_idx off; fce_idx soff; fce_idx bw; fce_idx B; } S(fce_item);
+/*
+ * Three kinds of item (see fce_n_items in _kernels.h):
+ *   ROW   B == 1, C > FCE_SMALL_C: one contiguous row, vectorised along the classes.
+ *   COLS  B > 1: a tile of up to FCE_TILE columns of one a-slab, class stride B.
+ *   BLOCK B == 1, C <= FCE_SMALL_C: up to FCE_TILE short rows, transposed into a stack buffer
+ *         and run through the COLS code, so the work vectorises across rows instead of paying
+ *         per-row overhead on a handful of classes.
+ */
+typedef struct { int kind; fce_idx off; fce_idx soff; fce_idx bw; } S(fce_item);
 
-/* off: element offset of the item's first (c=0) entry; soff: its first sample index. */
-static inline S(fce_item) S(decode)(fce_idx C, fce_idx B, fce_idx item)
+/* off: element offset of the item's first entry; soff: its first sample index. */
+FCE_INLINE S(fce_item) S(decode)(fce_idx A, fce_idx C, fce_idx B, fce_idx item)
 {
     S(fce_item) it;
-    if (B == 1) {
-        it.off = item * C; it.soff = item; it.bw = 1; it.B = 1;
+    if (B == 1 && C > FCE_SMALL_C) {
+        it.kind = FCE_ROW; it.off = item * C; it.soff = item; it.bw = 1;
+    } else if (B == 1) {
+        fce_idx r0 = item * FCE_TILE;
+        it.kind = FCE_BLOCK; it.off = r0 * C; it.soff = r0;
+        it.bw = A - r0 < FCE_TILE ? A - r0 : FCE_TILE;
     } else {
         fce_idx ntile = (B + FCE_TILE - 1) / FCE_TILE;
         fce_idx a = item / ntile, b0 = (item % ntile) * FCE_TILE;
-        it.off = a * C * B + b0; it.soff = a * B + b0;
-        it.bw = B - b0 < FCE_TILE ? B - b0 : FCE_TILE; it.B = B;
+        it.kind = FCE_COLS; it.off = a * C * B + b0; it.soff = a * B + b0;
+        it.bw = B - b0 < FCE_TILE ? B - b0 : FCE_TILE;
     }
     return it;
+}
+
+/* BLOCK items: rows (bw x C, contiguous) <-> columns (C x bw, contiguous) */
+FCE_INLINE void S(rows_to_cols)(const T *src, fce_idx C, fce_idx bw, T *dst)
+{
+    fce_idx b, c;
+    for (b = 0; b < bw; b++)
+        for (c = 0; c < C; c++) dst[c * bw + b] = src[b * C + c];
+}
+
+FCE_INLINE void S(cols_to_rows)(const T *src, fce_idx C, fce_idx bw, T *dst)
+{
+    fce_idx b, c;
+    for (b = 0; b < bw; b++)
+        for (c = 0; c < C; c++) dst[b * C + c] = src[c * bw + b];
+}
+
+/* Column view of an item: for COLS the data in place (stride B); for BLOCK a transposed copy in
+ * buf (stride bw).  Returns the pointer to column data and sets *stride. */
+FCE_INLINE const T *S(cols_view)(const T *x, fce_idx C, fce_idx B, S(fce_item) it, T *buf,
+                                 fce_idx *stride)
+{
+    if (it.kind == FCE_BLOCK) {
+        S(rows_to_cols)(x + it.off, C, it.bw, buf);
+        *stride = it.bw;
+        return buf;
+    }
+    *stride = B;
+    return x + it.off;
 }
 
 /* ========================================================================== row ops */
 
 /* torch.logsumexp semantics: an infinite max is not subtracted (so all -inf -> -inf,
  * any +inf -> +inf) */
-static inline T S(lse_finish)(T m, double s)
+FCE_KERNEL static void S(lse_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                                   T *out)
 {
-    return (T)((double)m + log(s));
-}
-
-static void S(lse_item)(const T *x, fce_idx C, fce_idx B, fce_idx item, T *out)
-{
-    S(fce_item) it = S(decode)(C, B, item);
-    if (it.B == 1) {
+    S(fce_item) it = S(decode)(A, C, B, item);
+    fce_idx b, st;
+    if (it.kind == FCE_ROW) {
         T m = S(row_max)(x + it.off, C);
         if (isinf(m)) m = 0;
-        out[it.soff] = S(lse_finish)(m, S(row_sumexp)(x + it.off, C, m, NULL));
+        out[it.soff] = (T)((double)m + log(S(row_sumexp)(x + it.off, C, m, NULL)));
     } else {
-        T m[FCE_TILE]; double s[FCE_TILE]; fce_idx b;
-        S(col_max)(x + it.off, C, B, it.bw, m);
-        for (b = 0; b < it.bw; b++) if (isinf(m[b])) m[b] = 0;
-        S(col_sumexp)(x + it.off, C, B, it.bw, m, s, NULL, 0);
-        for (b = 0; b < it.bw; b++) out[it.soff + b] = S(lse_finish)(m[b], s[b]);
+        T m[FCE_TILE], buf[FCE_SMALL_C * FCE_TILE]; double s[FCE_TILE];
+        const T *xt = S(cols_view)(x, C, B, it, buf, &st);
+        S(col_max)(xt, C, st, it.bw, m);
+        for (b = 0; b < it.bw; b++) m[b] = isinf(m[b]) ? (T)0 : m[b];
+        S(col_sumexp)(xt, C, st, it.bw, m, s, NULL, 0);
+        _Pragma("omp simd")
+        for (b = 0; b < it.bw; b++) out[it.soff + b] = (T)((double)m[b] + fce_log_d(s[b]));
     }
 }
 
-/* log_softmax = (x - m) - log(s): subtracting m first keeps the offsets of rows far from 0. */
-static void S(log_softmax_item)(const T *x, fce_idx C, fce_idx B, fce_idx item, T *out)
+/* log_softmax = (x - m) - log(s): subtracting m first keeps the offsets of rows far from 0.
+ * softmax = exp(x - m) / s.  One driver for both: they share everything but the last pass. */
+FCE_INLINE void S(softmax_like)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                                T *out, const int is_log)
 {
-    S(fce_item) it = S(decode)(C, B, item);
-    fce_idx j, c, b;
-    if (it.B == 1) {
+    S(fce_item) it = S(decode)(A, C, B, item);
+    fce_idx j, c, b, st;
+    if (it.kind == FCE_ROW) {
         const T *xr = x + it.off; T *o = out + it.off;
         T m = S(row_max)(xr, C);
-        T ls = (T)log(S(row_sumexp)(xr, C, m, NULL));
-        for (j = 0; j < C; j++) o[j] = (xr[j] - m) - ls;
-    } else {
-        T m[FCE_TILE], ls[FCE_TILE]; double s[FCE_TILE];
-        S(col_max)(x + it.off, C, B, it.bw, m);
-        S(col_sumexp)(x + it.off, C, B, it.bw, m, s, NULL, 0);
-        for (b = 0; b < it.bw; b++) ls[b] = (T)log(s[b]);
-        for (c = 0; c < C; c++) {
-            const T *xc = x + it.off + c * B; T *oc = out + it.off + c * B;
-            for (b = 0; b < it.bw; b++) oc[b] = (xc[b] - m[b]) - ls[b];
+        if (is_log) {
+            T ls = (T)log(S(row_sumexp)(xr, C, m, NULL));
+            for (j = 0; j < C; j++) o[j] = (xr[j] - m) - ls;
+        } else {
+            T r = (T)(1.0 / S(row_sumexp)(xr, C, m, o));
+            for (j = 0; j < C; j++) o[j] *= r;
         }
+    } else {
+        T m[FCE_TILE], f[FCE_TILE], buf[FCE_SMALL_C * FCE_TILE]; double s[FCE_TILE];
+        const T *xt = S(cols_view)(x, C, B, it, buf, &st);
+        /* BLOCK results go to buf (in place) and are transposed back at the end */
+        T *ot = it.kind == FCE_BLOCK ? buf : out + it.off;
+        S(col_max)(xt, C, st, it.bw, m);
+        S(col_sumexp)(xt, C, st, it.bw, m, s, is_log ? NULL : ot, st);
+        _Pragma("omp simd")
+        for (b = 0; b < it.bw; b++) f[b] = is_log ? (T)fce_log_d(s[b]) : (T)(1.0 / s[b]);
+        for (c = 0; c < C; c++) {
+            const T *xc = xt + c * st; T *oc = ot + c * st;
+            if (is_log)
+                for (b = 0; b < it.bw; b++) oc[b] = (xc[b] - m[b]) - f[b];
+            else
+                for (b = 0; b < it.bw; b++) oc[b] *= f[b];
+        }
+        if (it.kind == FCE_BLOCK) S(cols_to_rows)(buf, C, it.bw, out + it.off);
     }
 }
 
-static void S(softmax_item)(const T *x, fce_idx C, fce_idx B, fce_idx item, T *out)
+FCE_KERNEL static void S(log_softmax_item)(const T *x, fce_idx A, fce_idx C, fce_idx B,
+                                           fce_idx item, T *out)
 {
-    S(fce_item) it = S(decode)(C, B, item);
-    fce_idx j, c, b;
-    if (it.B == 1) {
-        T *o = out + it.off;
-        T m = S(row_max)(x + it.off, C);
-        T r = (T)(1.0 / S(row_sumexp)(x + it.off, C, m, o));
-        for (j = 0; j < C; j++) o[j] *= r;
-    } else {
-        T m[FCE_TILE], r[FCE_TILE]; double s[FCE_TILE];
-        S(col_max)(x + it.off, C, B, it.bw, m);
-        S(col_sumexp)(x + it.off, C, B, it.bw, m, s, out + it.off, B);
-        for (b = 0; b < it.bw; b++) r[b] = (T)(1.0 / s[b]);
-        for (c = 0; c < C; c++) {
-            T *oc = out + it.off + c * B;
-            for (b = 0; b < it.bw; b++) oc[b] *= r[b];
-        }
-    }
+    S(softmax_like)(x, A, C, B, item, out, 1);
 }
 
-/* d/dx of log_softmax: g - softmax(x) * sum(g), with softmax(x) = exp(output). */
-static void S(log_softmax_vjp_item)(const T *y, const T *g, fce_idx C, fce_idx B, fce_idx item,
-                                    T *out)
+FCE_KERNEL static void S(softmax_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                                       T *out)
 {
-    S(fce_item) it = S(decode)(C, B, item);
+    S(softmax_like)(x, A, C, B, item, out, 0);
+}
+
+/* VJPs.  log_softmax: g - softmax(x) * sum(g), with softmax(x) = exp(output).
+ *        softmax:     p * (g - sum(p g)).
+ * Memory-bound elementwise work after one reduction; BLOCK items use the strided column code
+ * directly on the rows (stride 1 across classes is not needed for speed here). */
+FCE_INLINE void S(vjp_like)(const T *y, const T *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                            T *out, const int is_log)
+{
+    S(fce_item) it = S(decode)(A, C, B, item);
     fce_idx j, c, b;
-    if (it.B == 1) {
+    if (it.kind == FCE_ROW) {
         const T *yr = y + it.off, *gr = g + it.off; T *o = out + it.off;
-        T sg = (T)S(row_dot)(gr, NULL, C);
-        for (j = 0; j < C; j++) o[j] = gr[j] - FCE_EXP(yr[j]) * sg;
-    } else {
-        double sg[FCE_TILE]; T sgt[FCE_TILE];
-        for (b = 0; b < it.bw; b++) sg[b] = 0.0;
-        for (c = 0; c < C; c++) {
-            const T *gc = g + it.off + c * B;
-            for (b = 0; b < it.bw; b++) sg[b] += (double)gc[b];
+        if (is_log) {
+            T sg = (T)S(row_dot)(gr, NULL, C);
+            for (j = 0; j < C; j++) o[j] = gr[j] - FCE_EXP(yr[j]) * sg;
+        } else {
+            T d = (T)S(row_dot)(yr, gr, C);
+            for (j = 0; j < C; j++) o[j] = yr[j] * (gr[j] - d);
         }
-        for (b = 0; b < it.bw; b++) sgt[b] = (T)sg[b];
-        for (c = 0; c < C; c++) {
-            const T *yc = y + it.off + c * B, *gc = g + it.off + c * B; T *oc = out + it.off + c * B;
-            for (b = 0; b < it.bw; b++) oc[b] = gc[b] - FCE_EXP(yc[b]) * sgt[b];
-        }
+        return;
+    }
+    /* element (c, b) of the item sits at off + c*cs + b*bs */
+    fce_idx cs = it.kind == FCE_BLOCK ? 1 : B, bs = it.kind == FCE_BLOCK ? C : 1;
+    double d[FCE_TILE]; T dt[FCE_TILE];
+    for (b = 0; b < it.bw; b++) d[b] = 0.0;
+    for (c = 0; c < C; c++) {
+        const T *yc = y + it.off + c * cs, *gc = g + it.off + c * cs;
+        for (b = 0; b < it.bw; b++)
+            d[b] += is_log ? (double)gc[b * bs] : (double)yc[b * bs] * (double)gc[b * bs];
+    }
+    for (b = 0; b < it.bw; b++) dt[b] = (T)d[b];
+    for (c = 0; c < C; c++) {
+        const T *yc = y + it.off + c * cs, *gc = g + it.off + c * cs; T *oc = out + it.off + c * cs;
+        for (b = 0; b < it.bw; b++)
+            oc[b * bs] = is_log ? gc[b * bs] - FCE_EXP(yc[b * bs]) * dt[b]
+                                : yc[b * bs] * (gc[b * bs] - dt[b]);
     }
 }
 
-/* d/dx of softmax: p * (g - sum(p g)). */
-static void S(softmax_vjp_item)(const T *p, const T *g, fce_idx C, fce_idx B, fce_idx item, T *out)
+FCE_KERNEL static void S(log_softmax_vjp_item)(const T *y, const T *g, fce_idx A, fce_idx C,
+                                               fce_idx B, fce_idx item, T *out)
 {
-    S(fce_item) it = S(decode)(C, B, item);
-    fce_idx j, c, b;
-    if (it.B == 1) {
-        const T *pr = p + it.off, *gr = g + it.off; T *o = out + it.off;
-        T d = (T)S(row_dot)(pr, gr, C);
-        for (j = 0; j < C; j++) o[j] = pr[j] * (gr[j] - d);
-    } else {
-        double d[FCE_TILE]; T dt[FCE_TILE];
-        for (b = 0; b < it.bw; b++) d[b] = 0.0;
-        for (c = 0; c < C; c++) {
-            const T *pc = p + it.off + c * B, *gc = g + it.off + c * B;
-            for (b = 0; b < it.bw; b++) d[b] += (double)pc[b] * (double)gc[b];
-        }
-        for (b = 0; b < it.bw; b++) dt[b] = (T)d[b];
-        for (c = 0; c < C; c++) {
-            const T *pc = p + it.off + c * B, *gc = g + it.off + c * B; T *oc = out + it.off + c * B;
-            for (b = 0; b < it.bw; b++) oc[b] = pc[b] * (gc[b] - dt[b]);
-        }
-    }
+    S(vjp_like)(y, g, A, C, B, item, out, 1);
+}
+
+FCE_KERNEL static void S(softmax_vjp_item)(const T *p, const T *g, fce_idx A, fce_idx C,
+                                           fce_idx B, fce_idx item, T *out)
+{
+    S(vjp_like)(p, g, A, C, B, item, out, 0);
 }
 
 /* ============================================================ cross-entropy, class indices */
@@ -296,112 +351,139 @@ typedef struct {
     double *loss; const double *gscale; double gcoef;
 } S(ce_args);
 
-static inline double S(ce_nll_from_parts)(T m, T xy, double r, double s)
+FCE_INLINE double S(ce_nll_from_parts)(T m, T xy, double r, double s, double log_s, double log1p_r)
 {
-    return xy == m ? log1p(r) : (double)(m - xy) + log(s);
+    (void)r; (void)s;
+    return xy == m ? log1p_r : (double)(m - xy) + log_s;
 }
 
-static void S(ce_index_item)(const T *x, fce_idx C, fce_idx B, fce_idx item,
-                             const S(ce_args) *a, T *grad)
+/* Gradient at the target class (see the derivation above). */
+FCE_INLINE double S(ce_target_grad)(double g, double keep, double spread, double W, double wy,
+                                    double ey, double r, double s)
 {
-    S(fce_item) it = S(decode)(C, B, item);
+    return g * (keep * wy * (-r / s) + spread * (W * (ey / s) - wy));
+}
+
+FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const S(ce_args) *a, T *gr)
+{
     double keep = 1.0 - a->eps, spread = a->eps / (double)C;
-    fce_idx j, c, b;
-    if (it.B == 1) {
-        const T *xr = x + it.off; T *gr = grad ? grad + it.off : NULL;
-        int64_t y = a->tgt[it.soff];
-        if (y == a->ignore) {
-            a->loss[it.soff] = 0.0;
-            if (gr) memset(gr, 0, (size_t)C * sizeof(T));
-            return;
+    fce_idx j;
+    int64_t y = a->tgt[sidx];
+    if (y == a->ignore) {
+        a->loss[sidx] = 0.0;
+        if (gr) memset(gr, 0, (size_t)C * sizeof(T));
+        return;
+    }
+    double wy = a->w ? a->w[y] : 1.0;
+    T m = S(row_max)(xr, C);
+    T xy = xr[y];
+    double wd = spread != 0.0 ? S(row_wdist)(xr, a->w, C, m) : 0.0;
+    /* exps of the two sides of the target, so r = sum_{j != y} e_j is exact */
+    double r = S(row_sumexp)(xr, y, m, gr)
+             + S(row_sumexp)(xr + y + 1, C - y - 1, m, gr ? gr + y + 1 : NULL);
+    double ey = (double)FCE_EXP(xy - m);
+    double s = r + ey, log_s = log(s);
+    double nll = S(ce_nll_from_parts)(m, xy, r, s, log_s, log1p(r));
+    double smooth = spread != 0.0 ? wd + a->W * log_s : 0.0;
+    a->loss[sidx] = keep * wy * nll + spread * smooth;
+    if (gr) {
+        double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        T kp = (T)(g * (keep * wy + spread * a->W) / s);
+        T ks = (T)(g * spread);
+        if (a->w && spread != 0.0) {
+            for (j = 0; j < C; j++) gr[j] = gr[j] * kp - ks * (T)a->w[j];
+        } else {
+            for (j = 0; j < C; j++) gr[j] = gr[j] * kp - ks;
         }
-        double wy = a->w ? a->w[y] : 1.0;
-        T m = S(row_max)(xr, C);
-        T xy = xr[y];
-        double wd = spread != 0.0 ? S(row_wdist)(xr, a->w, C, m) : 0.0;
-        /* exps of the two sides of the target, so r = sum_{j != y} e_j is exact */
-        double r = S(row_sumexp)(xr, y, m, gr) + S(row_sumexp)(xr + y + 1, C - y - 1, m, gr ? gr + y + 1 : NULL);
-        double ey = (double)FCE_EXP(xy - m);
-        double s = r + ey;
-        double nll = S(ce_nll_from_parts)(m, xy, r, s);
-        double smooth = spread != 0.0 ? wd + a->W * log(s) : 0.0;
-        a->loss[it.soff] = keep * wy * nll + spread * smooth;
-        if (gr) {
-            double g = a->gcoef * (a->gscale ? a->gscale[it.soff] : 1.0);
-            T kp = (T)(g * (keep * wy + spread * a->W) / s);
-            T ks = (T)(g * spread);
-            if (a->w && spread != 0.0) {
-                for (j = 0; j < C; j++) gr[j] = gr[j] * kp - ks * (T)a->w[j];
-            } else {
-                for (j = 0; j < C; j++) gr[j] = gr[j] * kp - ks;
-            }
-            double py = ey / s;
-            gr[y] = (T)(g * (keep * wy * (-r / s) + spread * (a->W * py - wy)));
-        }
-    } else {
-        fce_idx bw = it.bw;
-        const T *xt = x + it.off; T *gt = grad ? grad + it.off : NULL;
-        const int64_t *tg = a->tgt + it.soff;
-        T m[FCE_TILE], xy[FCE_TILE]; double r[FCE_TILE], wd[FCE_TILE], ey[FCE_TILE], s[FCE_TILE];
-        double kp[FCE_TILE], gg[FCE_TILE];
-        int64_t yy[FCE_TILE];
-        S(col_max)(xt, C, B, bw, m);
-        for (b = 0; b < bw; b++) {
-            int64_t y = tg[b];
-            int ign = y == a->ignore;
-            yy[b] = ign ? -1 : y;                /* -1 never matches a class below */
-            xy[b] = ign ? m[b] : xt[y * B + b];  /* y is valid when not ignored (checked in Python) */
-            r[b] = 0.0; wd[b] = 0.0;
-        }
-        for (c = 0; c < C; c++) {
-            const T *xc = xt + c * B;
-            double wc = a->w ? a->w[c] : 1.0;
-            /* before the exps are stored: with an in-place gradient gc aliases xc */
-            if (spread != 0.0 && wc != 0.0)
-                for (b = 0; b < bw; b++) wd[b] += wc * (double)(m[b] - xc[b]);
-            if (gt) {
-                T *gc = gt + c * B;
-                for (b = 0; b < bw; b++) {
-                    T v = FCE_EXP(xc[b] - m[b]);
-                    gc[b] = v;
-                    r[b] += c == yy[b] ? 0.0 : (double)v;
-                }
-            } else {
-                for (b = 0; b < bw; b++) {
-                    T v = FCE_EXP(xc[b] - m[b]);
-                    r[b] += c == yy[b] ? 0.0 : (double)v;
-                }
-            }
-        }
-        for (b = 0; b < bw; b++) {
-            fce_idx sidx = it.soff + b;
-            if (yy[b] < 0) { a->loss[sidx] = 0.0; gg[b] = 0.0; kp[b] = 0.0; continue; }
-            double wy = a->w ? a->w[yy[b]] : 1.0;
-            ey[b] = (double)FCE_EXP(xy[b] - m[b]);
-            s[b] = r[b] + ey[b];
-            double nll = S(ce_nll_from_parts)(m[b], xy[b], r[b], s[b]);
-            double smooth = spread != 0.0 ? wd[b] + a->W * log(s[b]) : 0.0;
-            a->loss[sidx] = keep * wy * nll + spread * smooth;
-            gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-            kp[b] = gg[b] * (keep * wy + spread * a->W) / s[b];
-        }
+        gr[y] = (T)S(ce_target_grad)(g, keep, spread, a->W, wy, ey, r, s);
+    }
+}
+
+/* bw samples laid out as columns: element (c, b) at xt[c*st + b]; gt may alias xt. */
+FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                                 const S(ce_args) *a, T *gt)
+{
+    double keep = 1.0 - a->eps, spread = a->eps / (double)C;
+    const int64_t *tg = a->tgt + soff;
+    T m[FCE_TILE], xy[FCE_TILE];
+    double r[FCE_TILE], wd[FCE_TILE], ey[FCE_TILE], s[FCE_TILE], ls[FCE_TILE], l1r[FCE_TILE];
+    double kp[FCE_TILE], gg[FCE_TILE], wyv[FCE_TILE];
+    int64_t yy[FCE_TILE];
+    fce_idx c, b;
+    S(col_max)(xt, C, st, bw, m);
+    for (b = 0; b < bw; b++) {
+        int64_t y = tg[b];
+        int ign = y == a->ignore;
+        yy[b] = ign ? -1 : y;                  /* -1 never matches a class below */
+        xy[b] = ign ? m[b] : xt[y * st + b];   /* y is valid when not ignored (checked in Python) */
+        wyv[b] = ign ? 0.0 : (a->w ? a->w[y] : 1.0);
+        r[b] = 0.0; wd[b] = 0.0;
+    }
+    for (c = 0; c < C; c++) {
+        const T *xc = xt + c * st;
+        double wc = a->w ? a->w[c] : 1.0;
+        /* before the exps are stored: with an in-place gradient gc aliases xc */
+        if (spread != 0.0 && wc != 0.0)
+            for (b = 0; b < bw; b++) wd[b] += wc * (double)(m[b] - xc[b]);
         if (gt) {
-            for (c = 0; c < C; c++) {
-                T *gc = gt + c * B;
-                double wc = a->w ? a->w[c] : 1.0;
-                for (b = 0; b < bw; b++) {
-                    /* ignored samples: kp = gg = 0, and the select keeps NaN logits out */
-                    T v = (T)((double)gc[b] * kp[b] - gg[b] * spread * wc);
-                    gc[b] = yy[b] < 0 ? (T)0 : v;
-                }
-            }
+            T *gc = gt + c * st;
             for (b = 0; b < bw; b++) {
-                if (yy[b] < 0) continue;
-                double wy = a->w ? a->w[yy[b]] : 1.0;
-                double py = ey[b] / s[b];
-                gt[yy[b] * B + b] = (T)(gg[b] * (keep * wy * (-r[b] / s[b]) + spread * (a->W * py - wy)));
+                T v = FCE_EXP(xc[b] - m[b]);
+                gc[b] = v;
+                r[b] += c == yy[b] ? 0.0 : (double)v;
+            }
+        } else {
+            for (b = 0; b < bw; b++) {
+                T v = FCE_EXP(xc[b] - m[b]);
+                r[b] += c == yy[b] ? 0.0 : (double)v;
             }
         }
+    }
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        ey[b] = (double)FCE_EXP(xy[b] - m[b]);
+        s[b] = r[b] + ey[b];
+        ls[b] = fce_log_d(s[b]);
+        l1r[b] = fce_log1p_d(r[b]);
+    }
+    for (b = 0; b < bw; b++) {
+        fce_idx sidx = soff + b;
+        if (yy[b] < 0) { a->loss[sidx] = 0.0; gg[b] = 0.0; kp[b] = 0.0; continue; }
+        double nll = S(ce_nll_from_parts)(m[b], xy[b], r[b], s[b], ls[b], l1r[b]);
+        double smooth = spread != 0.0 ? wd[b] + a->W * ls[b] : 0.0;
+        a->loss[sidx] = keep * wyv[b] * nll + spread * smooth;
+        gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        kp[b] = gg[b] * (keep * wyv[b] + spread * a->W) / s[b];
+    }
+    if (!gt) return;
+    for (c = 0; c < C; c++) {
+        T *gc = gt + c * st;
+        double ks = spread * (a->w ? a->w[c] : 1.0);
+        for (b = 0; b < bw; b++) {
+            /* ignored samples: the select keeps NaN/inf logits out of their zero gradient */
+            T v = (T)((double)gc[b] * kp[b] - gg[b] * ks);
+            gc[b] = yy[b] < 0 ? (T)0 : v;
+        }
+    }
+    for (b = 0; b < bw; b++)
+        if (yy[b] >= 0)
+            gt[yy[b] * st + b] = (T)S(ce_target_grad)(gg[b], keep, spread, a->W, wyv[b], ey[b],
+                                                      r[b], s[b]);
+}
+
+FCE_KERNEL static void S(ce_index_item)(const T *x, fce_idx A, fce_idx C, fce_idx B,
+                                        fce_idx item, const S(ce_args) *a, T *grad)
+{
+    S(fce_item) it = S(decode)(A, C, B, item);
+    if (it.kind == FCE_ROW) {
+        S(ce_index_row)(x + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
+    } else if (it.kind == FCE_COLS) {
+        S(ce_index_cols)(x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
+    } else {
+        T buf[FCE_SMALL_C * FCE_TILE];
+        S(rows_to_cols)(x + it.off, C, it.bw, buf);
+        S(ce_index_cols)(buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
+        if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
     }
 }
 
@@ -416,81 +498,98 @@ typedef struct {
     const T *q; const double *w; double eps; double *loss; const double *gscale; double gcoef;
 } S(ce_prob_args);
 
-static void S(ce_prob_item)(const T *x, fce_idx C, fce_idx B, fce_idx item,
-                            const S(ce_prob_args) *a, T *grad)
+FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx,
+                               const S(ce_prob_args) *a, T *gr)
 {
-    S(fce_item) it = S(decode)(C, B, item);
     double keep = 1.0 - a->eps, spread = a->eps / (double)C;
-    fce_idx j, c, b;
-    if (it.B == 1) {
-        const T *xr = x + it.off, *qr = a->q + it.off; T *gr = grad ? grad + it.off : NULL;
-        T m = S(row_max)(xr, C);
-        double K;
-        double qd = S(row_qdist)(xr, qr, a->w, C, m, keep, spread, &K);
-        double s = S(row_sumexp)(xr, C, m, gr);
-        a->loss[it.soff] = qd + K * log(s);
-        if (gr) {
-            double g = a->gcoef * (a->gscale ? a->gscale[it.soff] : 1.0);
-            T kp = (T)(g * K / s);
-            for (j = 0; j < C; j++) {
-                double kj = (keep * (double)qr[j] + spread) * (a->w ? a->w[j] : 1.0);
-                gr[j] = gr[j] * kp - (T)(g * kj);
-            }
+    fce_idx j;
+    T m = S(row_max)(xr, C);
+    double K;
+    double qd = S(row_qdist)(xr, qr, a->w, C, m, keep, spread, &K);
+    double s = S(row_sumexp)(xr, C, m, gr);
+    a->loss[sidx] = qd + K * log(s);
+    if (gr) {
+        double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        T kp = (T)(g * K / s);
+        for (j = 0; j < C; j++) {
+            double kj = (keep * (double)qr[j] + spread) * (a->w ? a->w[j] : 1.0);
+            gr[j] = gr[j] * kp - (T)(g * kj);
         }
-    } else {
-        fce_idx bw = it.bw;
-        const T *xt = x + it.off, *qt = a->q + it.off; T *gt = grad ? grad + it.off : NULL;
-        T m[FCE_TILE]; double s[FCE_TILE], qd[FCE_TILE], K[FCE_TILE], kp[FCE_TILE], gg[FCE_TILE];
-        S(col_max)(xt, C, B, bw, m);
-        for (b = 0; b < bw; b++) { qd[b] = 0.0; K[b] = 0.0; }
-        for (c = 0; c < C; c++) {
-            const T *xc = xt + c * B, *qc = qt + c * B;
-            double wc = a->w ? a->w[c] : 1.0;
-            for (b = 0; b < bw; b++) {
-                double kk = (keep * (double)qc[b] + spread) * wc;
-                qd[b] += kk == 0.0 ? 0.0 : kk * (double)(m[b] - xc[b]);
-                K[b] += kk;
-            }
-        }
-        S(col_sumexp)(xt, C, B, bw, m, s, gt, B);
+    }
+}
+
+FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st, fce_idx bw,
+                                fce_idx soff, const S(ce_prob_args) *a, T *gt)
+{
+    double keep = 1.0 - a->eps, spread = a->eps / (double)C;
+    T m[FCE_TILE]; double s[FCE_TILE], qd[FCE_TILE], K[FCE_TILE], kp[FCE_TILE], gg[FCE_TILE];
+    fce_idx c, b;
+    S(col_max)(xt, C, st, bw, m);
+    for (b = 0; b < bw; b++) { qd[b] = 0.0; K[b] = 0.0; }
+    for (c = 0; c < C; c++) {
+        const T *xc = xt + c * st, *qc = qt + c * st;
+        double wc = a->w ? a->w[c] : 1.0;
         for (b = 0; b < bw; b++) {
-            fce_idx sidx = it.soff + b;
-            a->loss[sidx] = qd[b] + K[b] * log(s[b]);
-            gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-            kp[b] = gg[b] * K[b] / s[b];
+            double kk = (keep * (double)qc[b] + spread) * wc;
+            qd[b] += kk == 0.0 ? 0.0 : kk * (double)(m[b] - xc[b]);
+            K[b] += kk;
         }
-        if (gt) {
-            for (c = 0; c < C; c++) {
-                T *gc = gt + c * B; const T *qc = qt + c * B;
-                double wc = a->w ? a->w[c] : 1.0;
-                for (b = 0; b < bw; b++)
-                    gc[b] = (T)((double)gc[b] * kp[b] - gg[b] * (keep * (double)qc[b] + spread) * wc);
-            }
-        }
+    }
+    S(col_sumexp)(xt, C, st, bw, m, s, gt, st);
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        fce_idx sidx = soff + b;
+        a->loss[sidx] = qd[b] + K[b] * fce_log_d(s[b]);
+        gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        kp[b] = gg[b] * K[b] / s[b];
+    }
+    if (!gt) return;
+    for (c = 0; c < C; c++) {
+        T *gc = gt + c * st; const T *qc = qt + c * st;
+        double wc = a->w ? a->w[c] : 1.0;
+        for (b = 0; b < bw; b++)
+            gc[b] = (T)((double)gc[b] * kp[b] - gg[b] * (keep * (double)qc[b] + spread) * wc);
+    }
+}
+
+FCE_KERNEL static void S(ce_prob_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                                       const S(ce_prob_args) *a, T *grad)
+{
+    S(fce_item) it = S(decode)(A, C, B, item);
+    if (it.kind == FCE_ROW) {
+        S(ce_prob_row)(x + it.off, a->q + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
+    } else if (it.kind == FCE_COLS) {
+        S(ce_prob_cols)(x + it.off, a->q + it.off, C, B, it.bw, it.soff, a,
+                        grad ? grad + it.off : NULL);
+    } else {
+        T buf[FCE_SMALL_C * FCE_TILE], qbuf[FCE_SMALL_C * FCE_TILE];
+        S(rows_to_cols)(x + it.off, C, it.bw, buf);
+        S(rows_to_cols)(a->q + it.off, C, it.bw, qbuf);
+        S(ce_prob_cols)(buf, qbuf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
+        if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
     }
 }
 
 /* ============================================================================ NLL */
 
 /* loss_n = -w_y x_y; dL/dx = -g w_y at the target, 0 elsewhere. */
-static void S(nll_item)(const T *x, fce_idx C, fce_idx B, fce_idx item, const S(ce_args) *a, T *grad)
+FCE_KERNEL static void S(nll_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                                   const S(ce_args) *a, T *grad)
 {
-    S(fce_item) it = S(decode)(C, B, item);
+    S(fce_item) it = S(decode)(A, C, B, item);
+    /* element (c, b) of the item sits at off + c*cs + b*bs */
+    fce_idx cs = it.kind == FCE_COLS ? B : 1, bs = it.kind == FCE_COLS ? 1 : C;
     fce_idx b, c;
     for (b = 0; b < it.bw; b++) {
-        fce_idx sidx = it.soff + b;
+        fce_idx sidx = it.soff + b, base = it.off + b * bs;
         int64_t y = a->tgt[sidx];
         int ign = y == a->ignore;
         double wy = ign ? 0.0 : (a->w ? a->w[y] : 1.0);
         /* read before zeroing: grad may alias x */
-        a->loss[sidx] = ign ? 0.0 : -wy * (double)x[it.off + y * it.B + b];
-        if (grad)
-            for (c = 0; c < C; c++) grad[it.off + c * it.B + b] = 0;
-        if (ign) continue;
-        if (grad) {
-            double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-            grad[it.off + y * it.B + b] = (T)(-g * wy);
-        }
+        a->loss[sidx] = ign ? 0.0 : -wy * (double)x[base + y * cs];
+        if (!grad) continue;
+        for (c = 0; c < C; c++) grad[base + c * cs] = 0;
+        if (!ign) grad[base + y * cs] = (T)(-a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0) * wy);
     }
 }
 
@@ -517,7 +616,7 @@ typedef struct {
  *   dL/dx = w [ L sigmoid(x) - p y ] = w [ (1-y) sigmoid(x) - p y sigmoid(-x) ]   (no cancellation)
  * with sigmoid(a) = 1/(1+e), sigmoid(-a) = e/(1+e).
  */
-static void S(bce_logits_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
+FCE_KERNEL static void S(bce_logits_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
 {
     fce_idx start = item * a->rows_per_chunk * a->K;
     fce_idx stop = start + a->rows_per_chunk * a->K;
@@ -557,7 +656,7 @@ static void S(bce_logits_item)(const T *x, fce_idx item, const S(bin_args) *a, T
  *   loss = -w [ y max(log p, -100) + (1-y) max(log(1-p), -100) ]
  *   dL/dp = w (p - y) / max(p (1-p), 1e-12)
  */
-static void S(bce_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
+FCE_KERNEL static void S(bce_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
 {
     fce_idx start = item * a->rows_per_chunk * a->K;
     fce_idx stop = start + a->rows_per_chunk * a->K;

@@ -13,7 +13,7 @@ include "_buffers.pxi"
 
 
 def logsumexp(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
-    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B
     cdef float *xf
     cdef float *of
@@ -24,17 +24,17 @@ def logsumexp(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, A * B, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                lse_item_f(xf, C, B, i, of)
+                lse_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, A * B, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                lse_item_d(xd, C, B, i, od)
+                lse_item_d(xd, A, C, B, i, od)
 
 
 def log_softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
-    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B
     cdef float *xf
     cdef float *of
@@ -45,17 +45,17 @@ def log_softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                log_softmax_item_f(xf, C, B, i, of)
+                log_softmax_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                log_softmax_item_d(xd, C, B, i, od)
+                log_softmax_item_d(xd, A, C, B, i, od)
 
 
 def softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
-    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B
     cdef float *xf
     cdef float *of
@@ -66,18 +66,18 @@ def softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                softmax_item_f(xf, C, B, i, of)
+                softmax_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
-                softmax_item_d(xd, C, B, i, od)
+                softmax_item_d(xd, A, C, B, i, od)
 
 
 def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
     """kind: "log_softmax" or "softmax"; y is the forward output, g the upstream gradient."""
-    cdef fce_idx i, n = fce_n_items(A, B)
+    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B
     cdef bint is_log = kind == "log_softmax"
     cdef float *yf
@@ -93,9 +93,9 @@ def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthre
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
                 if is_log:
-                    log_softmax_vjp_item_f(yf, gf, C, B, i, of)
+                    log_softmax_vjp_item_f(yf, gf, A, C, B, i, of)
                 else:
-                    softmax_vjp_item_f(yf, gf, C, B, i, of)
+                    softmax_vjp_item_f(yf, gf, A, C, B, i, of)
     else:
         yd = <double *>_ptr(y, cnp.NPY_FLOAT64, size, False)
         gd = <double *>_ptr(g, cnp.NPY_FLOAT64, size, False)
@@ -103,6 +103,6 @@ def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthre
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="static"):
                 if is_log:
-                    log_softmax_vjp_item_d(yd, gd, C, B, i, od)
+                    log_softmax_vjp_item_d(yd, gd, A, C, B, i, od)
                 else:
-                    softmax_vjp_item_d(yd, gd, C, B, i, od)
+                    softmax_vjp_item_d(yd, gd, A, C, B, i, od)

@@ -144,17 +144,22 @@ def class_index_target(target, samples, C, ignore, logits_shape):
     return np.asarray(t, dtype=np.int64, order="C")
 
 
-def target_format(target, logits_ndim):
-    """'index' or 'prob' from the target's rank relative to the input's."""
-    t_ndim = np.ndim(target)
-    if t_ndim == logits_ndim:
-        return "prob"
-    if t_ndim == logits_ndim - 1:
+def target_format(target, logits_shape, samples):
+    """'index' or 'prob', from the target's exact shape.
+
+    The per-sample shape means class indices, the input's shape means probabilities; any other
+    shape is a ValueError naming both.  The dtype is checked afterwards, by the format's own
+    function, so a float array of the per-sample shape gets a TypeError that says why.
+    """
+    shape = tuple(np.shape(target))
+    if shape == tuple(samples):
         return "index"
+    if shape == tuple(logits_shape):
+        return "prob"
     raise ValueError(
-        f"target shape {tuple(np.shape(target))} fits neither format for input of rank "
-        f"{logits_ndim}: class indices have the input's shape without the class axis, "
-        f"probabilities have the input's shape")
+        f"target shape {shape} does not match input shape {tuple(logits_shape)}: class-index "
+        f"targets have the input's shape without the class axis, {tuple(samples)}; probability "
+        f"targets have the input's shape")
 
 
 def probability_target(target, logits, compute):

@@ -148,7 +148,7 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
     A, C, B, ax = V.split_axis(xc.shape, axis, "input")
     samples = V.sample_shape(xc.shape, ax)
     w = V.class_weight(weight, C)
-    fmt = V.target_format(target, xc.ndim)
+    fmt = V.target_format(target, xc.shape, samples)
     if fmt == "prob" and kind == "nll":
         raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
                         f"dtype; got a target of the input's shape {tuple(np.shape(target))}")
@@ -366,7 +366,7 @@ def categorical_cross_entropy(probs, target, *, eps=None, reduction="mean", axis
     samples = V.sample_shape(pc.shape, ax)
     e = V.eps_value(eps, pc.dtype)
     logp = np.log(np.clip(pc, e, 1.0 - e))
-    if V.target_format(target, pc.ndim) == "index":
+    if V.target_format(target, pc.shape, samples) == "index":
         t = V.class_index_target(target, samples, C, None, pc.shape)
         per = -np.take_along_axis(logp, np.expand_dims(t, ax), axis=ax).squeeze(ax)
     else:
@@ -384,7 +384,7 @@ def accuracy(scores, target, *, axis=-1):
     V.float_dtypes(sc.dtype, "scores")
     A, C, B, ax = V.split_axis(sc.shape, axis, "scores")
     samples = V.sample_shape(sc.shape, ax)
-    if V.target_format(target, sc.ndim) == "index":
+    if V.target_format(target, sc.shape, samples) == "index":
         t = V.class_index_target(target, samples, C, None, sc.shape)
     else:
         oh = np.asarray(target)
