@@ -48,6 +48,37 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
     return fce_combine_lanes(acc) + tail;
 }
 
+/*
+ * s - 1 for s = sum_j exp(x_j - m), computed without rounding 1 + tiny: the terms equal to 1
+ * (the max itself, e = exp(0) exactly) are counted apart from the others, so
+ *   rest = (count_of_ones - 1) + sum_{e_j != 1} e_j,   s = 1 + rest,   log s = log1p(rest).
+ * That keeps log s to full relative precision for confident rows (s - 1 ~ 1e-30), where
+ * log(s) would be exactly 0.  NaN terms go to the sum and propagate.  Stores the exps in e when
+ * e != NULL (e may alias x).
+ */
+FCE_INLINE double S(row_sumexp_rest)(const T *x, fce_idx n, T m, T *e)
+{
+    double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0};
+    double tail = 0.0, tail_ones = 0.0;
+    fce_idx j = 0;
+    int k;
+    for (; j + FCE_LANES <= n; j += FCE_LANES)
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) {
+            T v = FCE_EXP(x[j + k] - m);
+            if (e) e[j + k] = v;
+            acc[k] += v == (T)1 ? 0.0 : (double)v;
+            ones[k] += v == (T)1 ? 1.0 : 0.0;
+        }
+    for (; j < n; j++) {
+        T v = FCE_EXP(x[j] - m);
+        if (e) e[j] = v;
+        tail += v == (T)1 ? 0.0 : (double)v;
+        tail_ones += v == (T)1 ? 1.0 : 0.0;
+    }
+    return ((fce_combine_lanes(ones) + tail_ones) - 1.0) + (fce_combine_lanes(acc) + tail);
+}
+
 /* sum_j k_j (m - x_j) with k_j = w_j (w == NULL: 1), terms with k_j == 0 skipped so that a
  * masked (-inf) logit of zero weight contributes 0 rather than 0*inf = NaN.
  * Every term is >= 0 (m is the row max), so the sum has no cancellation. */
@@ -132,20 +163,24 @@ FCE_INLINE void S(col_max)(const T *x, fce_idx C, fce_idx B, fce_idx bw, T *m)
     }
 }
 
+/* Column version of row_sumexp_rest: rest[b] = s_b - 1, accurately (see there). */
 FCE_INLINE void S(col_sumexp)(const T *x, fce_idx C, fce_idx B, fce_idx bw, const T *m,
-                                 double *s, T *e, fce_idx eB)
+                                 double *rest, T *e, fce_idx eB)
 {
+    double ones[FCE_TILE];
     fce_idx c, b;
-    for (b = 0; b < bw; b++) s[b] = 0.0;
+    for (b = 0; b < bw; b++) { rest[b] = 0.0; ones[b] = 0.0; }
     for (c = 0; c < C; c++) {
         const T *xc = x + c * B;
-        if (e) {
-            T *ec = e + c * eB;
-            for (b = 0; b < bw; b++) { T v = FCE_EXP(xc[b] - m[b]); ec[b] = v; s[b] += (double)v; }
-        } else {
-            for (b = 0; b < bw; b++) s[b] += (double)FCE_EXP(xc[b] - m[b]);
+        T *ec = e ? e + c * eB : NULL;
+        for (b = 0; b < bw; b++) {
+            T v = FCE_EXP(xc[b] - m[b]);
+            if (ec) ec[b] = v;
+            rest[b] += v == (T)1 ? 0.0 : (double)v;
+            ones[b] += v == (T)1 ? 1.0 : 0.0;
         }
     }
+    for (b = 0; b < bw; b++) rest[b] = (ones[b] - 1.0) + rest[b];
 }
 
 /* ====================================================================== item decoding */
@@ -179,19 +214,41 @@ FCE_INLINE S(fce_item) S(decode)(fce_idx A, fce_idx C, fce_idx B, fce_idx item)
     return it;
 }
 
-/* BLOCK items: rows (bw x C, contiguous) <-> columns (C x bw, contiguous) */
-FCE_INLINE void S(rows_to_cols)(const T *src, fce_idx C, fce_idx bw, T *dst)
+/* BLOCK items: rows (bw x C, contiguous) <-> columns (C x bw, contiguous).  The switch hands
+ * GCC a constant C for the common tiny class counts, which turns the transposes into vector
+ * shuffles instead of scalar gathers. */
+FCE_INLINE void S(transpose_k)(const T *src, fce_idx C, fce_idx bw, T *dst, const int to_cols)
 {
     fce_idx b, c;
-    for (b = 0; b < bw; b++)
-        for (c = 0; c < C; c++) dst[c * bw + b] = src[b * C + c];
+    if (to_cols) {
+        for (c = 0; c < C; c++)
+            for (b = 0; b < bw; b++) dst[c * bw + b] = src[b * C + c];
+    } else {
+        for (b = 0; b < bw; b++)
+            for (c = 0; c < C; c++) dst[b * C + c] = src[c * bw + b];
+    }
+}
+
+FCE_INLINE void S(transpose)(const T *src, fce_idx C, fce_idx bw, T *dst, const int to_cols)
+{
+    switch (C) {
+    case 2: S(transpose_k)(src, 2, bw, dst, to_cols); break;
+    case 3: S(transpose_k)(src, 3, bw, dst, to_cols); break;
+    case 4: S(transpose_k)(src, 4, bw, dst, to_cols); break;
+    case 8: S(transpose_k)(src, 8, bw, dst, to_cols); break;
+    case 10: S(transpose_k)(src, 10, bw, dst, to_cols); break;
+    default: S(transpose_k)(src, C, bw, dst, to_cols); break;
+    }
+}
+
+FCE_INLINE void S(rows_to_cols)(const T *src, fce_idx C, fce_idx bw, T *dst)
+{
+    S(transpose)(src, C, bw, dst, 1);
 }
 
 FCE_INLINE void S(cols_to_rows)(const T *src, fce_idx C, fce_idx bw, T *dst)
 {
-    fce_idx b, c;
-    for (b = 0; b < bw; b++)
-        for (c = 0; c < C; c++) dst[b * C + c] = src[c * bw + b];
+    S(transpose)(src, C, bw, dst, 0);
 }
 
 /* Column view of an item: for COLS the data in place (stride B); for BLOCK a transposed copy in
@@ -220,7 +277,7 @@ FCE_KERNEL static void S(lse_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, 
     if (it.kind == FCE_ROW) {
         T m = S(row_max)(x + it.off, C);
         if (isinf(m)) m = 0;
-        out[it.soff] = (T)((double)m + log(S(row_sumexp)(x + it.off, C, m, NULL)));
+        out[it.soff] = (T)((double)m + log1p(S(row_sumexp_rest)(x + it.off, C, m, NULL)));
     } else {
         T m[FCE_TILE], buf[FCE_SMALL_C * FCE_TILE]; double s[FCE_TILE];
         const T *xt = S(cols_view)(x, C, B, it, buf, &st);
@@ -228,7 +285,7 @@ FCE_KERNEL static void S(lse_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, 
         for (b = 0; b < it.bw; b++) m[b] = isinf(m[b]) ? (T)0 : m[b];
         S(col_sumexp)(xt, C, st, it.bw, m, s, NULL, 0);
         _Pragma("omp simd")
-        for (b = 0; b < it.bw; b++) out[it.soff + b] = (T)((double)m[b] + fce_log_d(s[b]));
+        for (b = 0; b < it.bw; b++) out[it.soff + b] = (T)((double)m[b] + fce_log1p_d(s[b]));
     }
 }
 
@@ -243,10 +300,10 @@ FCE_INLINE void S(softmax_like)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce
         const T *xr = x + it.off; T *o = out + it.off;
         T m = S(row_max)(xr, C);
         if (is_log) {
-            T ls = (T)log(S(row_sumexp)(xr, C, m, NULL));
+            T ls = (T)log1p(S(row_sumexp_rest)(xr, C, m, NULL));
             for (j = 0; j < C; j++) o[j] = (xr[j] - m) - ls;
         } else {
-            T r = (T)(1.0 / S(row_sumexp)(xr, C, m, o));
+            T r = (T)(1.0 / (1.0 + S(row_sumexp_rest)(xr, C, m, o)));
             for (j = 0; j < C; j++) o[j] *= r;
         }
     } else {
@@ -257,7 +314,7 @@ FCE_INLINE void S(softmax_like)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce
         S(col_max)(xt, C, st, it.bw, m);
         S(col_sumexp)(xt, C, st, it.bw, m, s, is_log ? NULL : ot, st);
         _Pragma("omp simd")
-        for (b = 0; b < it.bw; b++) f[b] = is_log ? (T)fce_log_d(s[b]) : (T)(1.0 / s[b]);
+        for (b = 0; b < it.bw; b++) f[b] = is_log ? (T)fce_log1p_d(s[b]) : (T)(1.0 / (1.0 + s[b]));
         for (c = 0; c < C; c++) {
             const T *xc = xt + c * st; T *oc = ot + c * st;
             if (is_log)
@@ -446,13 +503,15 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         ls[b] = fce_log_d(s[b]);
         l1r[b] = fce_log1p_d(r[b]);
     }
+    _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        fce_idx sidx = soff + b;
-        if (yy[b] < 0) { a->loss[sidx] = 0.0; gg[b] = 0.0; kp[b] = 0.0; continue; }
+        int ign = yy[b] < 0;
         double nll = S(ce_nll_from_parts)(m[b], xy[b], r[b], s[b], ls[b], l1r[b]);
-        double smooth = spread != 0.0 ? wd[b] + a->W * ls[b] : 0.0;
-        a->loss[sidx] = keep * wyv[b] * nll + spread * smooth;
-        gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        double smooth = wd[b] + a->W * ls[b];
+        double l = keep * wyv[b] * nll + (spread != 0.0 ? spread * smooth : 0.0);
+        a->loss[soff + b] = ign ? 0.0 : l;
+        double g = a->gcoef * (a->gscale ? a->gscale[soff + b] : 1.0);
+        gg[b] = ign ? 0.0 : g;
         kp[b] = gg[b] * (keep * wyv[b] + spread * a->W) / s[b];
     }
     if (!gt) return;
@@ -490,13 +549,21 @@ FCE_KERNEL static void S(ce_index_item)(const T *x, fce_idx A, fce_idx C, fce_id
 /* ====================================================== cross-entropy, probability targets */
 
 /*
- * k_c = w_c ((1-eps) q_c + eps/C), K = sum_c k_c.
- *   loss_n = -sum_c k_c log p_c = sum_c k_c (m - x_c) + K log s     (all terms >= 0)
+ * k_c = w_c ((1-eps) q_c + eps/C), K = sum_c k_c, s = 1 + rest (row_sumexp_rest).
+ *   loss_n = -sum_c k_c log p_c = sum_c k_c (m - x_c) + K log1p(rest)     (all terms >= 0)
  *   dL/dx_j = g (p_j K - k_j)
+ * At a max element (e_j = 1) p_j K - k_j = ((K - k_j) - k_j rest) / s, which keeps the tiny
+ * gradient of a confident one-hot target instead of cancelling 1/s - 1 to 0.
  */
 typedef struct {
     const T *q; const double *w; double eps; double *loss; const double *gscale; double gcoef;
 } S(ce_prob_args);
+
+FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
+{
+    double s = 1.0 + rest;
+    return (T)(e == (T)1 ? g * ((K - kj) - kj * rest) / s : g * ((double)e * K / s - kj));
+}
 
 FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx,
                                const S(ce_prob_args) *a, T *gr)
@@ -506,14 +573,13 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     T m = S(row_max)(xr, C);
     double K;
     double qd = S(row_qdist)(xr, qr, a->w, C, m, keep, spread, &K);
-    double s = S(row_sumexp)(xr, C, m, gr);
-    a->loss[sidx] = qd + K * log(s);
+    double rest = S(row_sumexp_rest)(xr, C, m, gr);
+    a->loss[sidx] = qd + K * log1p(rest);
     if (gr) {
         double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-        T kp = (T)(g * K / s);
         for (j = 0; j < C; j++) {
             double kj = (keep * (double)qr[j] + spread) * (a->w ? a->w[j] : 1.0);
-            gr[j] = gr[j] * kp - (T)(g * kj);
+            gr[j] = S(ce_prob_grad)(gr[j], kj, K, rest, g);
         }
     }
 }
@@ -522,7 +588,7 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
                                 fce_idx soff, const S(ce_prob_args) *a, T *gt)
 {
     double keep = 1.0 - a->eps, spread = a->eps / (double)C;
-    T m[FCE_TILE]; double s[FCE_TILE], qd[FCE_TILE], K[FCE_TILE], kp[FCE_TILE], gg[FCE_TILE];
+    T m[FCE_TILE]; double rest[FCE_TILE], qd[FCE_TILE], K[FCE_TILE], gg[FCE_TILE];
     fce_idx c, b;
     S(col_max)(xt, C, st, bw, m);
     for (b = 0; b < bw; b++) { qd[b] = 0.0; K[b] = 0.0; }
@@ -535,20 +601,19 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
             K[b] += kk;
         }
     }
-    S(col_sumexp)(xt, C, st, bw, m, s, gt, st);
+    S(col_sumexp)(xt, C, st, bw, m, rest, gt, st);
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         fce_idx sidx = soff + b;
-        a->loss[sidx] = qd[b] + K[b] * fce_log_d(s[b]);
+        a->loss[sidx] = qd[b] + K[b] * fce_log1p_d(rest[b]);
         gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-        kp[b] = gg[b] * K[b] / s[b];
     }
     if (!gt) return;
     for (c = 0; c < C; c++) {
         T *gc = gt + c * st; const T *qc = qt + c * st;
         double wc = a->w ? a->w[c] : 1.0;
         for (b = 0; b < bw; b++)
-            gc[b] = (T)((double)gc[b] * kp[b] - gg[b] * (keep * (double)qc[b] + spread) * wc);
+            gc[b] = S(ce_prob_grad)(gc[b], (keep * (double)qc[b] + spread) * wc, K[b], rest[b], gg[b]);
     }
 }
 
@@ -616,39 +681,19 @@ typedef struct {
  *   dL/dx = w [ L sigmoid(x) - p y ] = w [ (1-y) sigmoid(x) - p y sigmoid(-x) ]   (no cancellation)
  * with sigmoid(a) = 1/(1+e), sigmoid(-a) = e/(1+e).
  */
-FCE_KERNEL static void S(bce_logits_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
+FCE_INLINE T S(bce_logits_one)(T xv, T yv, T p, T wv, T gs, T *g)
 {
-    fce_idx start = item * a->rows_per_chunk * a->K;
-    fce_idx stop = start + a->rows_per_chunk * a->K;
-    fce_idx i0, k;
-    double acc[FCE_LANES] = {0};
-    if (stop > a->n) stop = a->n;
-    for (i0 = start; i0 < stop; i0 += a->K) {
-        fce_idx len = stop - i0 < a->K ? stop - i0 : a->K;
-        for (k = 0; k < len; k++) {
-            fce_idx i = i0 + k;
-            T xv = x[i], yv = a->y[i];
-            T p = a->pw ? a->pw[k] : (T)1;
-            T wv = a->w ? a->w[i] : (T)1;
-            T av = xv < 0 ? -xv : xv;
-            T e = FCE_EXP(-av);
-            T sp = FCE_LOG1P(e);
-            T L = 1 + (p - 1) * yv;
-            T coef = xv >= 0 ? 1 - yv : p * yv;
-            T lin = coef == 0 ? (T)0 : coef * av;
-            T l = wv * (lin + L * sp);
-            if (a->loss) a->loss[i] = l;
-            acc[k % FCE_LANES] += (double)l;
-            if (grad) {
-                T inv = 1 / (1 + e);
-                T sig_pos = xv >= 0 ? inv : e * inv;     /* sigmoid(x) */
-                T sig_neg = xv >= 0 ? e * inv : inv;     /* sigmoid(-x) */
-                T g = (T)(a->gcoef * (a->gscale ? (double)a->gscale[i] : 1.0));
-                grad[i] = g * wv * ((1 - yv) * sig_pos - p * yv * sig_neg);
-            }
-        }
-    }
-    a->chunk_sum[item] = fce_combine_lanes(acc);
+    T av = xv < 0 ? -xv : xv;
+    T e = FCE_EXP(-av);
+    T sp = FCE_LOG1P(e);
+    T L = 1 + (p - 1) * yv;
+    T coef = xv >= 0 ? 1 - yv : p * yv;
+    T lin = coef == 0 ? (T)0 : coef * av;
+    T inv = 1 / (1 + e);
+    T sig_pos = xv >= 0 ? inv : e * inv;     /* sigmoid(x) */
+    T sig_neg = xv >= 0 ? e * inv : inv;     /* sigmoid(-x) */
+    *g = gs * wv * ((1 - yv) * sig_pos - p * yv * sig_neg);
+    return wv * (lin + L * sp);
 }
 
 /*
@@ -656,31 +701,98 @@ FCE_KERNEL static void S(bce_logits_item)(const T *x, fce_idx item, const S(bin_
  *   loss = -w [ y max(log p, -100) + (1-y) max(log(1-p), -100) ]
  *   dL/dp = w (p - y) / max(p (1-p), 1e-12)
  */
+FCE_INLINE T S(bce_one)(T p, T yv, T unused, T wv, T gs, T *g)
+{
+    (void)unused;
+    T lp = FCE_LOG(p), lq = FCE_LOG1P(-p);
+    lp = lp < (T)-100 ? (T)-100 : lp;
+    lq = lq < (T)-100 ? (T)-100 : lq;
+    T den = p * (1 - p);
+    den = den < (T)1e-12 ? (T)1e-12 : den;
+    *g = gs * wv * (p - yv) / den;
+    return -wv * (yv * lp + (1 - yv) * lq);
+}
+
+/*
+ * One chunk of an elementwise loss.  The flags are compile-time constants at every call site
+ * (see bin_dispatch), so each combination becomes its own branch-free vector loop.  Lanes are
+ * fixed per position within a row, so the chunk sum does not depend on the ISA's vector width.
+ */
+#define FCE_BIN_CHUNK(NAME, ONE)                                                               \
+FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const S(bin_args) *a, T *grad,       \
+                                const int has_loss, const int has_grad, const int has_w,       \
+                                const int has_gs)                                              \
+{                                                                                              \
+    fce_idx start = item * a->rows_per_chunk * a->K;                                           \
+    fce_idx stop = start + a->rows_per_chunk * a->K;                                           \
+    fce_idx i0, k0;                                                                            \
+    int l;                                                                                     \
+    double acc[FCE_LANES] = {0}, tail = 0.0;                                                   \
+    if (stop > a->n) stop = a->n;                                                              \
+    for (i0 = start; i0 < stop; i0 += a->K) {                                                  \
+        fce_idx len = stop - i0 < a->K ? stop - i0 : a->K;                                     \
+        const T *xr = x + i0, *yr = a->y + i0;                                                 \
+        const T *wr = has_w ? a->w + i0 : NULL, *gsr = has_gs ? a->gscale + i0 : NULL;         \
+        T *lr = has_loss ? a->loss + i0 : NULL, *gr = has_grad ? grad + i0 : NULL;             \
+        for (k0 = 0; k0 + FCE_LANES <= len; k0 += FCE_LANES) {                                 \
+            _Pragma("omp simd")                                                                \
+            for (l = 0; l < FCE_LANES; l++) {                                                  \
+                fce_idx k = k0 + l;                                                            \
+                T g;                                                                           \
+                T v = S(ONE)(xr[k], yr[k], a->pw ? a->pw[k] : (T)1, has_w ? wr[k] : (T)1,      \
+                             (T)(has_gs ? a->gcoef * (double)gsr[k] : a->gcoef), &g);          \
+                if (has_loss) lr[k] = v;                                                       \
+                if (has_grad) gr[k] = g;                                                       \
+                acc[l] += (double)v;                                                           \
+            }                                                                                  \
+        }                                                                                      \
+        for (; k0 < len; k0++) {                                                               \
+            T g;                                                                               \
+            T v = S(ONE)(xr[k0], yr[k0], a->pw ? a->pw[k0] : (T)1, has_w ? wr[k0] : (T)1,      \
+                         (T)(has_gs ? a->gcoef * (double)gsr[k0] : a->gcoef), &g);             \
+            if (has_loss) lr[k0] = v;                                                          \
+            if (has_grad) gr[k0] = g;                                                          \
+            tail += (double)v;                                                                 \
+        }                                                                                      \
+    }                                                                                          \
+    a->chunk_sum[item] = fce_combine_lanes(acc) + tail;                                        \
+}
+
+FCE_BIN_CHUNK(bce_logits, bce_logits_one)
+FCE_BIN_CHUNK(bce, bce_one)
+#undef FCE_BIN_CHUNK
+
+/* Expands to a call of CHUNK with the runtime flags turned into constants (16 variants). */
+#define FCE_BIN_DISPATCH(CHUNK)                                                                \
+    do {                                                                                       \
+        int flags = (a->loss != NULL) | (grad != NULL) << 1 | (a->w != NULL) << 2              \
+                  | (grad != NULL && a->gscale != NULL) << 3;                                  \
+        switch (flags) {                                                                       \
+        case 0: CHUNK(x, item, a, grad, 0, 0, 0, 0); break;                                    \
+        case 1: CHUNK(x, item, a, grad, 1, 0, 0, 0); break;                                    \
+        case 2: CHUNK(x, item, a, grad, 0, 1, 0, 0); break;                                    \
+        case 3: CHUNK(x, item, a, grad, 1, 1, 0, 0); break;                                    \
+        case 4: CHUNK(x, item, a, grad, 0, 0, 1, 0); break;                                    \
+        case 5: CHUNK(x, item, a, grad, 1, 0, 1, 0); break;                                    \
+        case 6: CHUNK(x, item, a, grad, 0, 1, 1, 0); break;                                    \
+        case 7: CHUNK(x, item, a, grad, 1, 1, 1, 0); break;                                    \
+        case 10: CHUNK(x, item, a, grad, 0, 1, 0, 1); break;                                   \
+        case 11: CHUNK(x, item, a, grad, 1, 1, 0, 1); break;                                   \
+        case 14: CHUNK(x, item, a, grad, 0, 1, 1, 1); break;                                   \
+        default: CHUNK(x, item, a, grad, 1, 1, 1, 1); break;                                   \
+        }                                                                                      \
+    } while (0)
+
+FCE_KERNEL static void S(bce_logits_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
+{
+    FCE_BIN_DISPATCH(S(bce_logits_chunk));
+}
+
 FCE_KERNEL static void S(bce_item)(const T *x, fce_idx item, const S(bin_args) *a, T *grad)
 {
-    fce_idx start = item * a->rows_per_chunk * a->K;
-    fce_idx stop = start + a->rows_per_chunk * a->K;
-    fce_idx i;
-    double acc[FCE_LANES] = {0};
-    if (stop > a->n) stop = a->n;
-    for (i = start; i < stop; i++) {
-        T p = x[i], yv = a->y[i];
-        T wv = a->w ? a->w[i] : (T)1;
-        T lp = FCE_LOG(p), lq = FCE_LOG1P(-p);
-        lp = lp < (T)-100 ? (T)-100 : lp;
-        lq = lq < (T)-100 ? (T)-100 : lq;
-        T l = -wv * (yv * lp + (1 - yv) * lq);
-        if (a->loss) a->loss[i] = l;
-        acc[(i - start) % FCE_LANES] += (double)l;
-        if (grad) {
-            T den = p * (1 - p);
-            den = den < (T)1e-12 ? (T)1e-12 : den;
-            T g = (T)(a->gcoef * (a->gscale ? (double)a->gscale[i] : 1.0));
-            grad[i] = g * wv * (p - yv) / den;
-        }
-    }
-    a->chunk_sum[item] = fce_combine_lanes(acc);
+    FCE_BIN_DISPATCH(S(bce_chunk));
 }
+#undef FCE_BIN_DISPATCH
 
 #undef T
 #undef S

@@ -131,8 +131,9 @@ def class_index_target(target, samples, C, ignore, logits_shape):
         raise ValueError(
             f"target shape {tuple(t.shape)} does not match the input shape {tuple(logits_shape)} "
             f"without its class axis, {tuple(samples)}")
-    if t.size:
-        # Compare in the target's own dtype (no wrap-around for uint64 or huge values).
+    # Fast path: min and max in range means every value is valid, without mask temporaries.
+    # Comparisons happen in the target's own dtype (no wrap-around for uint64 or huge values).
+    if t.size and not (t.min() >= 0 and t.max() < C):
         bad = (t < 0) | (t >= C)
         if ignore is not None:
             bad &= t != ignore

@@ -138,6 +138,16 @@ def _check_out_usage(out, want_grad):
         raise ValueError("out= receives the gradient: pass return_grad=True (or use the *_grad form)")
 
 
+def _index_denominator(t, w, ignore):
+    """sum_n m_n w_{y_n}: the "mean" denominator of class-index losses (m_n = not ignored)."""
+    if w is None:
+        if t.size == 0 or not t.min() <= ignore <= t.max():
+            return float(t.size)
+        return float(t.size - np.count_nonzero(t == ignore))
+    kept = t != ignore
+    return float(w[t[kept]].sum(dtype=np.float64))
+
+
 def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smoothing, axis,
                 want_grad, grad_output, out):
     """Shared driver of cross_entropy (kind='ce') and nll_loss (kind='nll')."""
@@ -157,8 +167,7 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
 
     if fmt == "index":
         t = V.class_index_target(target, samples, C, ignore, xc.shape)
-        kept = t != ignore
-        denominator = float(w[t[kept]].sum()) if w is not None else float(np.count_nonzero(kept))
+        denominator = _index_denominator(t, w, ignore)
     else:
         q = V.probability_target(target, xc, xc.dtype)
         denominator = float(A * B)

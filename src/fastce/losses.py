@@ -1,0 +1,333 @@
+"""Loss objects for NumPy trainers: ``loss = crit(input, target)``, then ``crit.backward()``.
+
+Each criterion is constructed with the options of its function in :mod:`fastce.functional`.
+The forward call computes the loss *and*, in the same fused kernel pass, the gradient with
+``grad_output=1``; :meth:`~_Criterion.backward` then only rescales that stored gradient, so a
+training step costs one pass over the logits::
+
+    crit = fastce.CrossEntropyLoss(label_smoothing=0.1)
+    for x, y in batches:
+        scores = model.forward(x)
+        loss = crit(scores, y)          # loss and d(loss)/d(scores), one pass
+        model.backward(crit.backward())
+
+The criterion keeps no reference to ``input`` or ``target``: it stores only the gradient, and
+hands that buffer over to the caller on ``backward()`` (pass ``retain=True`` to keep it for
+further ``backward`` calls).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from . import functional as _F
+
+__all__ = ["CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss"]
+
+_REDUCTIONS = ("mean", "sum", "none")
+
+
+class _Criterion:
+    """Shared machinery: one fused loss+grad call in forward, rescaling in backward."""
+
+    _fn: Any = None            # the fastce.functional loss function
+    _class_axis: bool = True   # per-sample losses drop the class axis (CE/NLL) or not (BCE)
+
+    def __init__(self, reduction: str) -> None:
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+        self.reduction = reduction
+        self._grad: Optional[NDArray[np.floating]] = None
+        self._axis: Optional[int] = None   # normalised class axis of the last input
+
+    # -- options passed to the function (subclasses) -------------------------------------
+    def _kwargs(self) -> dict:
+        raise NotImplementedError
+
+    # -- public API ----------------------------------------------------------------------
+    def __call__(self, input: ArrayLike, target: ArrayLike, *,
+                 out: Optional[NDArray[np.floating]] = None) -> Any:
+        """Same as :meth:`forward`."""
+        return self.forward(input, target, out=out)
+
+    def forward(self, input: ArrayLike, target: ArrayLike, *,
+                out: Optional[NDArray[np.floating]] = None) -> Any:
+        """Compute the loss, and the gradient for :meth:`backward` in the same pass.
+
+        Parameters
+        ----------
+        input : array_like
+            The loss function's first argument (logits, log-probabilities or probabilities).
+        target : array_like
+            Targets, as for the loss function.
+        out : ndarray, optional
+            Buffer that receives the gradient (the input's shape and float dtype,
+            C-contiguous, writable); may be ``input`` itself for an in-place gradient, which
+            then overwrites the input.
+
+        Returns
+        -------
+        loss : NumPy scalar (``"mean"``/``"sum"``) or ndarray of the per-sample shape
+            (``"none"``).
+        """
+        self._grad = None   # release the previous step's buffer before allocating a new one
+        loss, grad = type(self)._fn(input, target, reduction=self.reduction, return_grad=True,
+                                    out=out, **self._kwargs())
+        if self._class_axis and self.reduction == "none":
+            ndim = grad.ndim
+            self._axis = int(self.axis) % ndim if ndim else 0
+        self._grad = grad
+        return loss
+
+    def backward(self, grad_output: ArrayLike = 1.0, *, retain: bool = False
+                 ) -> NDArray[np.floating]:
+        """Gradient of the last forward's loss w.r.t. its input, scaled by `grad_output`.
+
+        Parameters
+        ----------
+        grad_output : float or array_like, default 1.0
+            Upstream gradient: a scalar for ``reduction="mean"``/``"sum"``; for
+            ``reduction="none"`` an array broadcastable to the per-sample loss shape (a scalar
+            is broadcast).
+        retain : bool, default False
+            Keep the stored gradient so ``backward`` can be called again (the result is then
+            a new array).  By default the stored buffer is scaled in place, returned, and
+            released, and a second ``backward`` without a new ``forward`` raises.
+
+        Returns
+        -------
+        ndarray
+            d(grad_output * loss)/d(input), of the input's shape and float dtype.
+
+        Raises
+        ------
+        RuntimeError
+            If no forward pass has stored a gradient (never called, or already consumed by a
+            previous ``backward`` without ``retain=True``).
+        ValueError
+            If `grad_output` has the wrong shape.
+        """
+        grad = self._grad
+        if grad is None:
+            raise RuntimeError(
+                f"{type(self).__name__}.backward() called before forward() (or the stored "
+                f"gradient was already consumed by a backward() without retain=True): call "
+                f"the criterion on (input, target) first")
+        scale = self._scale(grad_output, grad)
+        if retain:
+            return grad.copy() if scale is None else (grad * scale).astype(grad.dtype, copy=False)
+        self._grad = None
+        if scale is not None:
+            np.multiply(grad, scale, out=grad, casting="unsafe")
+        return grad
+
+    @property
+    def has_grad(self) -> bool:
+        """True when a gradient from ``forward`` is stored and ``backward`` may be called."""
+        return self._grad is not None
+
+    # -- helpers -------------------------------------------------------------------------
+    def _scale(self, grad_output: ArrayLike, grad: np.ndarray) -> Any:
+        """The factor to multiply the stored gradient by (None when it is exactly 1)."""
+        g = np.asarray(grad_output)
+        if g.dtype.kind not in "biuf":
+            raise TypeError(f"grad_output must be real; got dtype {g.dtype}")
+        # rescale in at least float32 (float16 gradients are rescaled in float32)
+        cdt = np.result_type(grad.dtype, np.float32)
+        if self.reduction != "none" and g.ndim != 0:
+            raise ValueError(f"grad_output must be a scalar for reduction={self.reduction!r}; "
+                             f"got shape {g.shape}")
+        if g.ndim == 0:
+            return None if float(g) == 1.0 else np.asarray(g, dtype=cdt)
+        if self._class_axis:
+            samples = grad.shape[:self._axis] + grad.shape[self._axis + 1:]
+        else:
+            samples = grad.shape
+        try:
+            g = np.broadcast_to(g, samples)
+        except ValueError:
+            raise ValueError(f"grad_output shape {g.shape} does not broadcast to the per-sample "
+                             f"loss shape {tuple(samples)}") from None
+        if self._class_axis:
+            g = np.expand_dims(g, self._axis)
+        return g.astype(cdt, copy=False)
+
+    def __repr__(self) -> str:
+        opts = ", ".join(f"{k}={v!r}" for k, v in self._repr_items())
+        return f"{type(self).__name__}({opts})"
+
+    def _repr_items(self) -> list:
+        return [("reduction", self.reduction)]
+
+
+def _opt_weight(weight: Optional[ArrayLike]) -> Optional[np.ndarray]:
+    return None if weight is None else np.asarray(weight)
+
+
+class CrossEntropyLoss(_Criterion):
+    """Cross-entropy of logits and targets as a criterion object (``torch.nn.CrossEntropyLoss``).
+
+    Parameters
+    ----------
+    weight : array_like of shape (C,), optional
+        Per-class rescaling weights.
+    ignore_index : int, default -100
+        Class-index targets equal to it contribute neither loss nor gradient.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    label_smoothing : float in [0, 1], default 0.0
+    axis : int, default -1
+        The class axis of the logits (use 1 for PyTorch's (N, C, d1, ...) layout).
+    z_loss : float, default 0.0
+        Coefficient of the auxiliary ``logsumexp(x)**2`` loss (PaLM).
+    softcap : float, optional
+        Logits pass through ``softcap * tanh(x / softcap)`` first (Gemma 2).
+
+    Examples
+    --------
+    >>> import numpy as np, fastce
+    >>> crit = fastce.CrossEntropyLoss()
+    >>> logits = np.array([[2.0, 1.0, 0.1], [0.5, 2.5, 0.3], [0.1, 0.2, 3.0]])
+    >>> round(float(crit(logits, np.array([0, 1, 2]))), 8)
+    0.24889366
+    >>> crit.backward().shape
+    (3, 3)
+    """
+
+    _fn = staticmethod(_F.cross_entropy)
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
+                 reduction: str = "mean", label_smoothing: float = 0.0, axis: int = -1,
+                 z_loss: float = 0.0, softcap: Optional[float] = None) -> None:
+        super().__init__(reduction)
+        self.weight = _opt_weight(weight)
+        self.ignore_index = ignore_index
+        self.label_smoothing = label_smoothing
+        self.axis = axis
+        self.z_loss = z_loss
+        self.softcap = softcap
+
+    def _kwargs(self) -> dict:
+        kw = dict(weight=self.weight, ignore_index=self.ignore_index,
+                  label_smoothing=self.label_smoothing, axis=self.axis)
+        # only passed when used, so the criterion works with any fastce that has the basics
+        if self.z_loss:
+            kw["z_loss"] = self.z_loss
+        if self.softcap is not None:
+            kw["softcap"] = self.softcap
+        return kw
+
+    def _repr_items(self) -> list:
+        items = [("reduction", self.reduction), ("axis", self.axis)]
+        if self.weight is not None:
+            items.append(("weight", self.weight.tolist()))
+        if self.ignore_index != -100:
+            items.append(("ignore_index", self.ignore_index))
+        if self.label_smoothing:
+            items.append(("label_smoothing", self.label_smoothing))
+        if self.z_loss:
+            items.append(("z_loss", self.z_loss))
+        if self.softcap is not None:
+            items.append(("softcap", self.softcap))
+        return items
+
+
+class NLLLoss(_Criterion):
+    """Negative log-likelihood of class-index targets given log-probabilities, as a criterion
+    object (``torch.nn.NLLLoss``).
+
+    Parameters
+    ----------
+    weight : array_like of shape (C,), optional
+        Per-class rescaling weights.
+    ignore_index : int, default -100
+        Targets equal to it contribute neither loss nor gradient.
+    reduction : {"mean", "sum", "none"}, default "mean"
+    axis : int, default -1
+        The class axis of the log-probabilities.
+    """
+
+    _fn = staticmethod(_F.nll_loss)
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
+                 reduction: str = "mean", axis: int = -1) -> None:
+        super().__init__(reduction)
+        self.weight = _opt_weight(weight)
+        self.ignore_index = ignore_index
+        self.axis = axis
+
+    def _kwargs(self) -> dict:
+        return dict(weight=self.weight, ignore_index=self.ignore_index, axis=self.axis)
+
+    def _repr_items(self) -> list:
+        items = [("reduction", self.reduction), ("axis", self.axis)]
+        if self.weight is not None:
+            items.append(("weight", self.weight.tolist()))
+        if self.ignore_index != -100:
+            items.append(("ignore_index", self.ignore_index))
+        return items
+
+
+class BCEWithLogitsLoss(_Criterion):
+    """Binary cross-entropy on logits as a criterion object (``torch.nn.BCEWithLogitsLoss``).
+
+    Parameters
+    ----------
+    weight : array_like, optional
+        Elementwise weights broadcastable to the input.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides by the number of elements.
+    pos_weight : array_like, optional
+        Weight of positive examples, broadcast along the last axis.
+    """
+
+    _fn = staticmethod(_F.binary_cross_entropy_with_logits)
+    _class_axis = False
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: str = "mean",
+                 pos_weight: Optional[ArrayLike] = None) -> None:
+        super().__init__(reduction)
+        self.weight = _opt_weight(weight)
+        self.pos_weight = _opt_weight(pos_weight)
+
+    def _kwargs(self) -> dict:
+        return dict(weight=self.weight, pos_weight=self.pos_weight)
+
+    def _repr_items(self) -> list:
+        items: list = [("reduction", self.reduction)]
+        if self.weight is not None:
+            items.append(("weight", self.weight.tolist()))
+        if self.pos_weight is not None:
+            items.append(("pos_weight", self.pos_weight.tolist()))
+        return items
+
+
+class BCELoss(_Criterion):
+    """Binary cross-entropy on probabilities as a criterion object (``torch.nn.BCELoss``).
+
+    Logs are clamped at -100; probabilities outside [0, 1] raise ValueError.
+
+    Parameters
+    ----------
+    weight : array_like, optional
+        Elementwise weights broadcastable to the input.
+    reduction : {"mean", "sum", "none"}, default "mean"
+        ``"mean"`` divides by the number of elements.
+    """
+
+    _fn = staticmethod(_F.binary_cross_entropy)
+    _class_axis = False
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: str = "mean") -> None:
+        super().__init__(reduction)
+        self.weight = _opt_weight(weight)
+
+    def _kwargs(self) -> dict:
+        return dict(weight=self.weight)
+
+    def _repr_items(self) -> list:
+        items: list = [("reduction", self.reduction)]
+        if self.weight is not None:
+            items.append(("weight", self.weight.tolist()))
+        return items
