@@ -5,6 +5,7 @@ targets), NLL, binary cross-entropy from logits and from probabilities, their gr
 fused loss+gradient, with torch.nn.functional semantics.
 """
 from ._threads import OPENMP, get_num_threads
+from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
 from .functional import (
     accuracy,
     binary_cross_entropy,
@@ -26,6 +27,10 @@ from .functional import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "BCELoss",
+    "BCEWithLogitsLoss",
+    "CrossEntropyLoss",
+    "NLLLoss",
     "accuracy",
     "binary_cross_entropy",
     "binary_cross_entropy_grad",

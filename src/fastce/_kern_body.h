@@ -49,34 +49,25 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
 }
 
 /*
- * s - 1 for s = sum_j exp(x_j - m), computed without rounding 1 + tiny: the terms equal to 1
- * (the max itself, e = exp(0) exactly) are counted apart from the others, so
- *   rest = (count_of_ones - 1) + sum_{e_j != 1} e_j,   s = 1 + rest,   log s = log1p(rest).
- * That keeps log s to full relative precision for confident rows (s - 1 ~ 1e-30), where
- * log(s) would be exactly 0.  NaN terms go to the sum and propagate.  Stores the exps in e when
- * e != NULL (e may alias x).
+ * rest = s - 1 for s = sum_j exp(x_j - m), without rounding 1 + tiny.  When s >= 1.5 (or NaN),
+ * s - 1 is exact to a few ulps.  Otherwise the row is confident: one term is exp(0) = 1 (the
+ * max) and the others are small, so they are summed again with that term left out.  This keeps
+ * log s = log1p(rest) to full relative precision where log(s) would be exactly 0, and costs a
+ * second pass only on such rows.  `v` is the row itself (is_exp = 0, compare with m) or the
+ * stored exps (is_exp = 1, compare with 1), for callers whose input was overwritten in place.
  */
-FCE_INLINE double S(row_sumexp_rest)(const T *x, fce_idx n, T m, T *e)
+FCE_INLINE double S(row_rest)(const T *v, fce_idx n, T m, double s, const int is_exp)
 {
-    double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0};
-    double tail = 0.0, tail_ones = 0.0;
-    fce_idx j = 0;
-    int k;
-    for (; j + FCE_LANES <= n; j += FCE_LANES)
-        _Pragma("omp simd")
-        for (k = 0; k < FCE_LANES; k++) {
-            T v = FCE_EXP(x[j + k] - m);
-            if (e) e[j + k] = v;
-            acc[k] += v == (T)1 ? 0.0 : (double)v;
-            ones[k] += v == (T)1 ? 1.0 : 0.0;
-        }
-    for (; j < n; j++) {
-        T v = FCE_EXP(x[j] - m);
-        if (e) e[j] = v;
-        tail += v == (T)1 ? 0.0 : (double)v;
-        tail_ones += v == (T)1 ? 1.0 : 0.0;
-    }
-    return ((fce_combine_lanes(ones) + tail_ones) - 1.0) + (fce_combine_lanes(acc) + tail);
+    fce_idx i = 0, j;
+    double r = 0.0;
+    if (!(s < 1.5)) return s - 1.0;
+    T top = is_exp ? (T)1 : m;
+    while (i < n && v[i] != top) i++;
+    if (i == n) return s - 1.0;
+    if (!is_exp)
+        return S(row_sumexp)(v, i, m, NULL) + S(row_sumexp)(v + i + 1, n - i - 1, m, NULL);
+    for (j = 0; j < n; j++) r += j == i ? 0.0 : (double)v[j];
+    return r;
 }
 
 /* sum_j k_j (m - x_j) with k_j = w_j (w == NULL: 1), terms with k_j == 0 skipped so that a
@@ -163,7 +154,9 @@ FCE_INLINE void S(col_max)(const T *x, fce_idx C, fce_idx B, fce_idx bw, T *m)
     }
 }
 
-/* Column version of row_sumexp_rest: rest[b] = s_b - 1, accurately (see there). */
+/* Column version: rest[b] = s_b - 1 accurately, by counting the terms equal to 1 apart from the
+ * others (rest = (ones - 1) + sum of the others; NaN terms go to the sum).  Branch-free, so it
+ * vectorises across the columns. */
 FCE_INLINE void S(col_sumexp)(const T *x, fce_idx C, fce_idx B, fce_idx bw, const T *m,
                                  double *rest, T *e, fce_idx eB)
 {
@@ -173,11 +166,21 @@ FCE_INLINE void S(col_sumexp)(const T *x, fce_idx C, fce_idx B, fce_idx bw, cons
     for (c = 0; c < C; c++) {
         const T *xc = x + c * B;
         T *ec = e ? e + c * eB : NULL;
-        for (b = 0; b < bw; b++) {
-            T v = FCE_EXP(xc[b] - m[b]);
-            if (ec) ec[b] = v;
-            rest[b] += v == (T)1 ? 0.0 : (double)v;
-            ones[b] += v == (T)1 ? 1.0 : 0.0;
+        if (ec) {
+            for (b = 0; b < bw; b++) {
+                T v = FCE_EXP(xc[b] - m[b]);
+                double one = (double)(v == (T)1);
+                ec[b] = v;
+                rest[b] += (double)v - one;
+                ones[b] += one;
+            }
+        } else {
+            for (b = 0; b < bw; b++) {
+                T v = FCE_EXP(xc[b] - m[b]);
+                double one = (double)(v == (T)1);
+                rest[b] += (double)v - one;
+                ones[b] += one;
+            }
         }
     }
     for (b = 0; b < bw; b++) rest[b] = (ones[b] - 1.0) + rest[b];
@@ -277,7 +280,8 @@ FCE_KERNEL static void S(lse_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, 
     if (it.kind == FCE_ROW) {
         T m = S(row_max)(x + it.off, C);
         if (isinf(m)) m = 0;
-        out[it.soff] = (T)((double)m + log1p(S(row_sumexp_rest)(x + it.off, C, m, NULL)));
+        double s = S(row_sumexp)(x + it.off, C, m, NULL);
+        out[it.soff] = (T)((double)m + log1p(S(row_rest)(x + it.off, C, m, s, 0)));
     } else {
         T m[FCE_TILE], buf[FCE_SMALL_C * FCE_TILE]; double s[FCE_TILE];
         const T *xt = S(cols_view)(x, C, B, it, buf, &st);
@@ -300,10 +304,11 @@ FCE_INLINE void S(softmax_like)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce
         const T *xr = x + it.off; T *o = out + it.off;
         T m = S(row_max)(xr, C);
         if (is_log) {
-            T ls = (T)log1p(S(row_sumexp_rest)(xr, C, m, NULL));
+            double s = S(row_sumexp)(xr, C, m, NULL);
+            T ls = (T)log1p(S(row_rest)(xr, C, m, s, 0));
             for (j = 0; j < C; j++) o[j] = (xr[j] - m) - ls;
         } else {
-            T r = (T)(1.0 / (1.0 + S(row_sumexp_rest)(xr, C, m, o)));
+            T r = (T)(1.0 / S(row_sumexp)(xr, C, m, o));
             for (j = 0; j < C; j++) o[j] *= r;
         }
     } else {
@@ -408,10 +413,11 @@ typedef struct {
     double *loss; const double *gscale; double gcoef;
 } S(ce_args);
 
-FCE_INLINE double S(ce_nll_from_parts)(T m, T xy, double r, double s, double log_s, double log1p_r)
+/* (ey - 1) is 0 for a finite max and NaN for an infinite one (inf - inf), so a row whose max
+ * is +-inf gets NaN, as log_softmax gives there, rather than log1p(0) = 0. */
+FCE_INLINE double S(ce_nll_from_parts)(T m, T xy, double ey, double log_s, double log1p_r)
 {
-    (void)r; (void)s;
-    return xy == m ? log1p_r : (double)(m - xy) + log_s;
+    return xy == m ? log1p_r + (ey - 1.0) : (double)(m - xy) + log_s;
 }
 
 /* Gradient at the target class (see the derivation above). */
@@ -440,7 +446,7 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const S(ce
              + S(row_sumexp)(xr + y + 1, C - y - 1, m, gr ? gr + y + 1 : NULL);
     double ey = (double)FCE_EXP(xy - m);
     double s = r + ey, log_s = log(s);
-    double nll = S(ce_nll_from_parts)(m, xy, r, s, log_s, log1p(r));
+    double nll = S(ce_nll_from_parts)(m, xy, ey, log_s, log1p(r));
     double smooth = spread != 0.0 ? wd + a->W * log_s : 0.0;
     a->loss[sidx] = keep * wy * nll + spread * smooth;
     if (gr) {
@@ -506,7 +512,7 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         int ign = yy[b] < 0;
-        double nll = S(ce_nll_from_parts)(m[b], xy[b], r[b], s[b], ls[b], l1r[b]);
+        double nll = S(ce_nll_from_parts)(m[b], xy[b], ey[b], ls[b], l1r[b]);
         double smooth = wd[b] + a->W * ls[b];
         double l = keep * wyv[b] * nll + (spread != 0.0 ? spread * smooth : 0.0);
         a->loss[soff + b] = ign ? 0.0 : l;
@@ -549,7 +555,7 @@ FCE_KERNEL static void S(ce_index_item)(const T *x, fce_idx A, fce_idx C, fce_id
 /* ====================================================== cross-entropy, probability targets */
 
 /*
- * k_c = w_c ((1-eps) q_c + eps/C), K = sum_c k_c, s = 1 + rest (row_sumexp_rest).
+ * k_c = w_c ((1-eps) q_c + eps/C), K = sum_c k_c, s = 1 + rest (row_rest / col_sumexp).
  *   loss_n = -sum_c k_c log p_c = sum_c k_c (m - x_c) + K log1p(rest)     (all terms >= 0)
  *   dL/dx_j = g (p_j K - k_j)
  * At a max element (e_j = 1) p_j K - k_j = ((K - k_j) - k_j rest) / s, which keeps the tiny
@@ -573,8 +579,10 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     T m = S(row_max)(xr, C);
     double K;
     double qd = S(row_qdist)(xr, qr, a->w, C, m, keep, spread, &K);
-    double rest = S(row_sumexp_rest)(xr, C, m, gr);
-    a->loss[sidx] = qd + K * log1p(rest);
+    double s = S(row_sumexp)(xr, C, m, gr);
+    /* with an in-place gradient the row now holds the exps: row_rest reads those */
+    double rest = gr ? S(row_rest)(gr, C, m, s, 1) : S(row_rest)(xr, C, m, s, 0);
+    a->loss[sidx] = qd + (K == 0.0 ? 0.0 : K * log1p(rest));   /* no mass: 0 even for C = 0 */
     if (gr) {
         double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
         for (j = 0; j < C; j++) {
@@ -605,7 +613,7 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         fce_idx sidx = soff + b;
-        a->loss[sidx] = qd[b] + K[b] * fce_log1p_d(rest[b]);
+        a->loss[sidx] = qd[b] + (K[b] == 0.0 ? 0.0 : K[b] * fce_log1p_d(rest[b]));
         gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
     }
     if (!gt) return;

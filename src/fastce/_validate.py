@@ -251,22 +251,27 @@ def check_out(out, shape, dtype, name="out"):
         raise ValueError(f"{name} must be C-contiguous")
 
 
-def _safe_alias(out, src):
-    """out may be exactly src (kernels support in-place) or disjoint from it; nothing between."""
+def _safe_alias(out, src, in_place_ok):
+    """out may be disjoint from src, or exactly src when the kernel supports in-place."""
     if src is None or not np.may_share_memory(out, src):
         return True
-    return (out.__array_interface__["data"][0] == src.__array_interface__["data"][0]
+    return (in_place_ok and src.dtype == out.dtype
+            and out.__array_interface__["data"][0] == src.__array_interface__["data"][0]
             and out.strides == src.strides and out.shape == src.shape)
 
 
 def output_buffer(out, shape, result_dtype, compute_dtype, sources=()):
     """The buffer a kernel should write, and the caller's `out` to copy into afterwards.
 
+    `sources` are all the arrays the kernel reads, the primary input first: out may be that
+    input itself (every kernel reads an element before writing it), but any other overlap —
+    partial, or with a target, weight or grad_output — is routed through a temporary.
     Returns (buf, pending): write the kernel result into `buf`, then pass both to deliver().
     """
     if out is not None:
         check_out(out, shape, result_dtype)
-        if out.dtype == compute_dtype and all(_safe_alias(out, s) for s in sources):
+        if out.dtype == compute_dtype and all(
+                _safe_alias(out, s, i == 0) for i, s in enumerate(sources)):
             return out, None
     return np.empty(shape, dtype=compute_dtype), out
 

@@ -174,8 +174,10 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
 
     gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
                      if want_grad else (0.0, None))
-    grad, pending = (V.output_buffer(out, xc.shape, rdt, xc.dtype,
-                                     (xc,) if fmt == "index" else (xc, q))
+    # Everything the kernel reads: an out= overlapping any of it gets a temporary instead
+    # (a gradient written over validated class indices would turn them into wild indices).
+    reads = (xc, t if fmt == "index" else q, w, gscale)
+    grad, pending = (V.output_buffer(out, xc.shape, rdt, xc.dtype, reads)
                      if want_grad else (None, None))
     gflat = grad.reshape(-1) if grad is not None else None
 
@@ -274,11 +276,11 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     w = V.broadcast_weight(weight, xc.shape, xc.dtype)
     pw = V.pos_weight(pos_weight, xc.shape, xc.dtype) if kind == "logits" else None
     n = xc.size
-    if pw is not None:
+    if pw is not None and pw.shape[0] > 0:
         K = pw.shape[0]
         rows_per_chunk = max(1, BINARY_CHUNK // K)
-    else:
-        K, rows_per_chunk = BINARY_CHUNK, 1
+    else:                       # no pos_weight, or an empty last axis (then n == 0)
+        pw, K, rows_per_chunk = None, BINARY_CHUNK, 1
     nchunks = -(-n // (K * rows_per_chunk)) if n else 0
     chunk_sum = np.empty(nchunks, dtype=np.float64)
     loss = np.empty(xc.shape, dtype=xc.dtype) if reduction == "none" else None
@@ -292,7 +294,7 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
             gcoef = V.grad_output_scalar(grad_output)
             if reduction == "mean":
                 gcoef = gcoef / n if n else 0.0
-        grad, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc, y, w))
+        grad, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc, y, w, pw, gscale))
 
     _binary.binary(kind, xc.reshape(-1), y.reshape(-1),
                    w.reshape(-1) if w is not None else None, pw, K, rows_per_chunk,

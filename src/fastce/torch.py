@@ -146,15 +146,16 @@ class _ClassLoss(_ScaledGrad):
     """cross_entropy / nll_loss."""
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: dict) -> Tensor:
+    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: dict,
+                need_grad: bool) -> Tensor:
         x = _float_numpy(input, "input")
         t = _any_numpy(target)
         axis = _class_axis(x.ndim)
         fn = _F.cross_entropy if kind == "ce" else _F.nll_loss
         ctx.reduction = kwargs["reduction"]
         ctx.class_dim = axis
-        ctx.n_other = 3
-        if ctx.needs_input_grad[0]:
+        ctx.n_other = 4
+        if need_grad and ctx.needs_input_grad[0]:
             loss, grad = fn(x, t, axis=axis, return_grad=True, **kwargs)
             ctx.save_for_backward(_to_tensor(grad, input.dtype))
         else:
@@ -166,19 +167,25 @@ class _BinaryLoss(_ScaledGrad):
     """binary_cross_entropy_with_logits / binary_cross_entropy."""
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: dict) -> Tensor:
+    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: dict,
+                need_grad: bool) -> Tensor:
         x = _float_numpy(input, "input")
         y = _any_numpy(target)
         fn = _F.binary_cross_entropy_with_logits if kind == "logits" else _F.binary_cross_entropy
         ctx.reduction = kwargs["reduction"]
         ctx.class_dim = None
-        ctx.n_other = 3
-        if ctx.needs_input_grad[0]:
+        ctx.n_other = 4
+        if need_grad and ctx.needs_input_grad[0]:
             loss, grad = fn(x, y, return_grad=True, **kwargs)
             ctx.save_for_backward(_to_tensor(grad, input.dtype))
         else:
             loss = fn(x, y, **kwargs)
         return _to_tensor(loss, input.dtype)
+
+
+def _need_grad(*tensors: Optional[Tensor]) -> bool:
+    """Whether autograd will record this call (inside forward, grad mode is always off)."""
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
 def _prep_input(input: Tensor, target: Tensor) -> None:
@@ -226,7 +233,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         kw["z_loss"] = z_loss
     if softcap is not None:
         kw["softcap"] = softcap
-    return _ClassLoss.apply(input, target, "ce", kw)
+    return _ClassLoss.apply(input, target, "ce", kw, _need_grad(input))
 
 
 def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
@@ -254,7 +261,7 @@ def nll_loss(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
     _prep_input(input, target)
     kw = dict(weight=_opt_numpy(weight, "weight"), ignore_index=ignore_index,
               reduction=_legacy_reduction(size_average, reduce, reduction))
-    return _ClassLoss.apply(input, target, "nll", kw)
+    return _ClassLoss.apply(input, target, "nll", kw, _need_grad(input))
 
 
 def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
@@ -286,7 +293,7 @@ def binary_cross_entropy_with_logits(input: Tensor, target: Tensor,
     _prep_input(input, target)
     kw = dict(weight=_opt_numpy(weight, "weight"), pos_weight=_opt_numpy(pos_weight, "pos_weight"),
               reduction=_legacy_reduction(size_average, reduce, reduction))
-    return _BinaryLoss.apply(input, target, "logits", kw)
+    return _BinaryLoss.apply(input, target, "logits", kw, _need_grad(input))
 
 
 def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None,
@@ -314,7 +321,7 @@ def binary_cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor]
     _prep_input(input, target)
     kw = dict(weight=_opt_numpy(weight, "weight"),
               reduction=_legacy_reduction(size_average, reduce, reduction))
-    return _BinaryLoss.apply(input, target, "probs", kw)
+    return _BinaryLoss.apply(input, target, "probs", kw, _need_grad(input))
 
 
 # ============================================================================ linear CE
@@ -326,7 +333,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: Tensor, linear_weight: Tensor, linear_bias: Optional[Tensor],
-                target: Tensor, kwargs: dict) -> Tensor:
+                target: Tensor, kwargs: dict, need_grad: bool) -> Tensor:
         cdt = _compute_dtype(input.dtype)
         x = _float_numpy(input.to(cdt), "input")
         W = _float_numpy(linear_weight.to(cdt), "linear_weight")
@@ -335,7 +342,7 @@ class _LinearCE(torch.autograd.Function):
         reduction = kwargs["reduction"]
         ctx.reduction = reduction
         ctx.has_bias = b is not None
-        need = any(ctx.needs_input_grad[:3])
+        need = need_grad and any(ctx.needs_input_grad[:3])
         if reduction == "none" and need:
             # grad_output is per sample: the weight gradient is sum_n g_n dl_n/dW, which cannot
             # be rescaled from a saved total, so backward recomputes the logits chunk by chunk.
@@ -366,12 +373,12 @@ class _LinearCE(torch.autograd.Function):
             return (gx * go.to(gx.dtype) if nig[0] else None,
                     gW * go.to(gW.dtype) if nig[1] else None,
                     gb * go.to(gb.dtype) if gb is not None and nig[2] else None,
-                    None, None)
+                    None, None, None)
         input, linear_weight, linear_bias = ctx.saved_tensors
         gx, gW, gb = _linear_ce_backward_none(input, linear_weight, linear_bias, ctx.target,
                                               grad_output, ctx.kwargs)
         return (gx if nig[0] else None, gW if nig[1] else None,
-                gb if linear_bias is not None and nig[2] else None, None, None)
+                gb if linear_bias is not None and nig[2] else None, None, None, None)
 
 
 def _linear_ce_backward_none(input: Tensor, linear_weight: Tensor, linear_bias: Optional[Tensor],
@@ -458,4 +465,5 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
         kw["softcap"] = softcap
     if chunk_size is not None:
         kw["chunk_size"] = chunk_size
-    return _LinearCE.apply(input, linear_weight, linear_bias, target, kw)
+    return _LinearCE.apply(input, linear_weight, linear_bias, target, kw,
+                           _need_grad(input, linear_weight, linear_bias))
