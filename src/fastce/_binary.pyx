@@ -37,7 +37,7 @@ def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss,
         xf = <float *>_ptr(x, cnp.NPY_FLOAT32, n, False)
         gf = <float *>_optr(grad, cnp.NPY_FLOAT32, n, True)
         with nogil:
-            for i in prange(nitems, num_threads=nthreads, schedule="static"):
+            for i in prange(nitems, num_threads=nthreads, schedule="guided"):
                 if logits:
                     bce_logits_item_f(xf, i, &af, gf)
                 else:
@@ -53,7 +53,7 @@ def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss,
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, n, False)
         gd = <double *>_optr(grad, cnp.NPY_FLOAT64, n, True)
         with nogil:
-            for i in prange(nitems, num_threads=nthreads, schedule="static"):
+            for i in prange(nitems, num_threads=nthreads, schedule="guided"):
                 if logits:
                     bce_logits_item_d(xd, i, &ad, gd)
                 else:

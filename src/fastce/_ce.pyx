@@ -16,8 +16,10 @@ include "_buffers.pxi"
 
 def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_index,
                         double label_smoothing, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B,
-                        loss, grad, double gcoef, gscale, int nthreads, bint nll=False):
-    """Class-index targets.  nll=True: `x` holds log-probabilities and no smoothing applies."""
+                        loss, grad, double gcoef, gscale, int nthreads, bint nll=False,
+                        double z_loss=0.0, double softcap=0.0):
+    """Class-index targets.  nll=True: `x` holds log-probabilities and no smoothing applies.
+    softcap=0 means no softcap."""
     cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B, ns = A * B
     cdef ce_args_f af
@@ -33,10 +35,11 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
         af.tgt = tp; af.w = wp; af.W = weight_sum; af.ignore = ignore_index
         af.eps = label_smoothing; af.loss = lp; af.gscale = gs; af.gcoef = gcoef
+        af.zl = z_loss; af.cap = softcap
         xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
         gf = <float *>_optr(grad, cnp.NPY_FLOAT32, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 if nll:
                     nll_item_f(xf, A, C, B, i, &af, gf)
                 else:
@@ -44,10 +47,11 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
     else:
         ad.tgt = tp; ad.w = wp; ad.W = weight_sum; ad.ignore = ignore_index
         ad.eps = label_smoothing; ad.loss = lp; ad.gscale = gs; ad.gcoef = gcoef
+        ad.zl = z_loss; ad.cap = softcap
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         gd = <double *>_optr(grad, cnp.NPY_FLOAT64, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 if nll:
                     nll_item_d(xd, A, C, B, i, &ad, gd)
                 else:
@@ -55,7 +59,8 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
 
 
 def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ssize_t C,
-                       Py_ssize_t B, loss, grad, double gcoef, gscale, int nthreads):
+                       Py_ssize_t B, loss, grad, double gcoef, gscale, int nthreads,
+                       double z_loss=0.0, double softcap=0.0):
     """Probability targets q (same layout as x)."""
     cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B, ns = A * B
@@ -71,16 +76,18 @@ def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ss
     if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
         af.q = <const float *>_ptr(q, cnp.NPY_FLOAT32, size, False)
         af.w = wp; af.eps = label_smoothing; af.loss = lp; af.gscale = gs; af.gcoef = gcoef
+        af.zl = z_loss; af.cap = softcap
         xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
         gf = <float *>_optr(grad, cnp.NPY_FLOAT32, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 ce_prob_item_f(xf, A, C, B, i, &af, gf)
     else:
         ad.q = <const double *>_ptr(q, cnp.NPY_FLOAT64, size, False)
         ad.w = wp; ad.eps = label_smoothing; ad.loss = lp; ad.gscale = gs; ad.gcoef = gcoef
+        ad.zl = z_loss; ad.cap = softcap
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         gd = <double *>_optr(grad, cnp.NPY_FLOAT64, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 ce_prob_item_d(xd, A, C, B, i, &ad, gd)

@@ -407,11 +407,18 @@ FCE_KERNEL static void S(softmax_vjp_item)(const T *p, const T *g, fce_idx A, fc
  * lse - x_y rounds to 0.  Gradient, g the sample's scale (1/denominator * grad_output):
  *   dL/dx_j = g [ p_j ((1-eps) w_y + (eps/C) W) - (1-eps) w_y [j == y] - (eps/C) w_j ]
  * and at the target  p_y - 1 = -r / s  exactly, again without cancellation.
+ * z-loss z (PaLM): loss_n += z lse^2 with lse = m + log s, so dL/dx_j gains g 2 z lse p_j,
+ * which joins the p_j coefficient as zc = 2 z lse.  Softcap (Gemma 2) is applied before all of
+ * this by the *_item wrappers (see "softcap" below).
  */
 typedef struct {
     const int64_t *tgt; const double *w; double W; int64_t ignore; double eps;
-    double *loss; const double *gscale; double gcoef;
+    double *loss; const double *gscale; double gcoef; double zl; double cap;
 } S(ce_args);
+
+/* z-loss term and its gradient coefficient; zero (not 0*inf) when z-loss is off. */
+FCE_INLINE double S(zloss)(double zl, double lse) { return zl != 0.0 ? zl * lse * lse : 0.0; }
+FCE_INLINE double S(zcoef)(double zl, double lse) { return zl != 0.0 ? 2.0 * zl * lse : 0.0; }
 
 /* (ey - 1) is 0 for a finite max and NaN for an infinite one (inf - inf), so a row whose max
  * is +-inf gets NaN, as log_softmax gives there, rather than log1p(0) = 0. */
@@ -448,17 +455,19 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const S(ce
     double s = r + ey, log_s = log(s);
     double nll = S(ce_nll_from_parts)(m, xy, ey, log_s, log1p(r));
     double smooth = spread != 0.0 ? wd + a->W * log_s : 0.0;
-    a->loss[sidx] = keep * wy * nll + spread * smooth;
+    double lse = (double)m + log_s;
+    a->loss[sidx] = keep * wy * nll + spread * smooth + S(zloss)(a->zl, lse);
     if (gr) {
         double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-        T kp = (T)(g * (keep * wy + spread * a->W) / s);
+        double zc = S(zcoef)(a->zl, lse);
+        T kp = (T)(g * (keep * wy + spread * a->W + zc) / s);
         T ks = (T)(g * spread);
         if (a->w && spread != 0.0) {
             for (j = 0; j < C; j++) gr[j] = gr[j] * kp - ks * (T)a->w[j];
         } else {
             for (j = 0; j < C; j++) gr[j] = gr[j] * kp - ks;
         }
-        gr[y] = (T)S(ce_target_grad)(g, keep, spread, a->W, wy, ey, r, s);
+        gr[y] = (T)(S(ce_target_grad)(g, keep, spread, a->W, wy, ey, r, s) + g * zc * ey / s);
     }
 }
 
@@ -470,7 +479,7 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     const int64_t *tg = a->tgt + soff;
     T m[FCE_TILE], xy[FCE_TILE];
     double r[FCE_TILE], wd[FCE_TILE], ey[FCE_TILE], s[FCE_TILE], ls[FCE_TILE], l1r[FCE_TILE];
-    double kp[FCE_TILE], gg[FCE_TILE], wyv[FCE_TILE];
+    double kp[FCE_TILE], gg[FCE_TILE], wyv[FCE_TILE], zc[FCE_TILE];
     int64_t yy[FCE_TILE];
     fce_idx c, b;
     S(col_max)(xt, C, st, bw, m);
@@ -514,11 +523,14 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         int ign = yy[b] < 0;
         double nll = S(ce_nll_from_parts)(m[b], xy[b], ey[b], ls[b], l1r[b]);
         double smooth = wd[b] + a->W * ls[b];
-        double l = keep * wyv[b] * nll + (spread != 0.0 ? spread * smooth : 0.0);
+        double lse = (double)m[b] + ls[b];
+        double l = keep * wyv[b] * nll + (spread != 0.0 ? spread * smooth : 0.0)
+                 + S(zloss)(a->zl, lse);
         a->loss[soff + b] = ign ? 0.0 : l;
         double g = a->gcoef * (a->gscale ? a->gscale[soff + b] : 1.0);
         gg[b] = ign ? 0.0 : g;
-        kp[b] = gg[b] * (keep * wyv[b] + spread * a->W) / s[b];
+        zc[b] = S(zcoef)(a->zl, lse);
+        kp[b] = gg[b] * (keep * wyv[b] + spread * a->W + zc[b]) / s[b];
     }
     if (!gt) return;
     for (c = 0; c < C; c++) {
@@ -532,15 +544,21 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     }
     for (b = 0; b < bw; b++)
         if (yy[b] >= 0)
-            gt[yy[b] * st + b] = (T)S(ce_target_grad)(gg[b], keep, spread, a->W, wyv[b], ey[b],
-                                                      r[b], s[b]);
+            gt[yy[b] * st + b] = (T)(S(ce_target_grad)(gg[b], keep, spread, a->W, wyv[b], ey[b],
+                                                       r[b], s[b]) + gg[b] * zc[b] * ey[b] / s[b]);
 }
+
+/* Defined below, after the probability-target kernels it also drives. */
+static void S(ce_softcap_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                               const S(ce_args) *ai, const void *ap, T *grad);
 
 FCE_KERNEL static void S(ce_index_item)(const T *x, fce_idx A, fce_idx C, fce_idx B,
                                         fce_idx item, const S(ce_args) *a, T *grad)
 {
     S(fce_item) it = S(decode)(A, C, B, item);
-    if (it.kind == FCE_ROW) {
+    if (a->cap != 0.0) {
+        S(ce_softcap_item)(x, A, C, B, item, a, NULL, grad);
+    } else if (it.kind == FCE_ROW) {
         S(ce_index_row)(x + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
     } else if (it.kind == FCE_COLS) {
         S(ce_index_cols)(x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
@@ -560,9 +578,11 @@ FCE_KERNEL static void S(ce_index_item)(const T *x, fce_idx A, fce_idx C, fce_id
  *   dL/dx_j = g (p_j K - k_j)
  * At a max element (e_j = 1) p_j K - k_j = ((K - k_j) - k_j rest) / s, which keeps the tiny
  * gradient of a confident one-hot target instead of cancelling 1/s - 1 to 0.
+ * z-loss adds z lse^2 per sample and 2 z lse to the p_j coefficient K (as for class indices).
  */
 typedef struct {
     const T *q; const double *w; double eps; double *loss; const double *gscale; double gcoef;
+    double zl; double cap;
 } S(ce_prob_args);
 
 FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
@@ -582,12 +602,15 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     double s = S(row_sumexp)(xr, C, m, gr);
     /* with an in-place gradient the row now holds the exps: row_rest reads those */
     double rest = gr ? S(row_rest)(gr, C, m, s, 1) : S(row_rest)(xr, C, m, s, 0);
-    a->loss[sidx] = qd + (K == 0.0 ? 0.0 : K * log1p(rest));   /* no mass: 0 even for C = 0 */
+    double lse = (double)m + log1p(rest);
+    a->loss[sidx] = qd + (K == 0.0 ? 0.0 : K * log1p(rest))    /* no mass: 0 even for C = 0 */
+                  + S(zloss)(a->zl, lse);
     if (gr) {
         double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        double Kz = K + S(zcoef)(a->zl, lse);
         for (j = 0; j < C; j++) {
             double kj = (keep * (double)qr[j] + spread) * (a->w ? a->w[j] : 1.0);
-            gr[j] = S(ce_prob_grad)(gr[j], kj, K, rest, g);
+            gr[j] = S(ce_prob_grad)(gr[j], kj, Kz, rest, g);
         }
     }
 }
@@ -613,8 +636,10 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         fce_idx sidx = soff + b;
-        a->loss[sidx] = qd[b] + (K[b] == 0.0 ? 0.0 : K[b] * fce_log1p_d(rest[b]));
+        double l1 = fce_log1p_d(rest[b]), lse = (double)m[b] + l1;
+        a->loss[sidx] = qd[b] + (K[b] == 0.0 ? 0.0 : K[b] * l1) + S(zloss)(a->zl, lse);
         gg[b] = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        K[b] += S(zcoef)(a->zl, lse);         /* from here on K is the p_j coefficient */
     }
     if (!gt) return;
     for (c = 0; c < C; c++) {
@@ -629,7 +654,9 @@ FCE_KERNEL static void S(ce_prob_item)(const T *x, fce_idx A, fce_idx C, fce_idx
                                        const S(ce_prob_args) *a, T *grad)
 {
     S(fce_item) it = S(decode)(A, C, B, item);
-    if (it.kind == FCE_ROW) {
+    if (a->cap != 0.0) {
+        S(ce_softcap_item)(x, A, C, B, item, NULL, a, grad);
+    } else if (it.kind == FCE_ROW) {
         S(ce_prob_row)(x + it.off, a->q + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
     } else if (it.kind == FCE_COLS) {
         S(ce_prob_cols)(x + it.off, a->q + it.off, C, B, it.bw, it.soff, a,
@@ -641,6 +668,58 @@ FCE_KERNEL static void S(ce_prob_item)(const T *x, fce_idx A, fce_idx C, fce_idx
         S(ce_prob_cols)(buf, qbuf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
         if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
     }
+}
+
+/* ==================================================================== softcap (Gemma 2) */
+
+/*
+ * Logits pass through x' = c tanh(x / c) first.  The item's capped logits go to a private tile
+ * (C x bw, contiguous; probability targets beside them), the plain kernel runs there with its
+ * gradient in a second tile, and the gradient is chained back through
+ *   dx'/dx = 1 - tanh^2(x/c) = 1 - (x'/c)^2.
+ * The tiles are heap-allocated (C can be a vocabulary); if that fails the item's losses and
+ * gradient are NaN rather than wrong.
+ */
+static void S(ce_softcap_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                               const S(ce_args) *ai, const void *ap_, T *grad)
+{
+    const S(ce_prob_args) *ap = (const S(ce_prob_args) *)ap_;
+    S(fce_item) it = S(decode)(A, C, B, item);
+    fce_idx bw = it.bw, n = C * bw, c, b;
+    /* element (c, b) of the item sits at off + c*cs + b*bs */
+    fce_idx cs = it.kind == FCE_COLS ? B : 1, bs = it.kind == FCE_COLS ? 1 : C;
+    T cap = (T)(ai ? ai->cap : ap->cap);
+    double *loss = ai ? ai->loss : ap->loss;
+    T *xs = (T *)malloc((size_t)(n ? n : 1) * sizeof(T));
+    T *gs = grad ? (T *)malloc((size_t)(n ? n : 1) * sizeof(T)) : NULL;
+    T *qs = ap ? (T *)malloc((size_t)(n ? n : 1) * sizeof(T)) : NULL;
+    if (!xs || (grad && !gs) || (ap && !qs)) {
+        for (b = 0; b < bw; b++) loss[it.soff + b] = NAN;
+        if (grad)
+            for (c = 0; c < C; c++)
+                for (b = 0; b < bw; b++) grad[it.off + c * cs + b * bs] = NAN;
+        free(xs); free(gs); free(qs);
+        return;
+    }
+    for (c = 0; c < C; c++)
+        for (b = 0; b < bw; b++) {
+            xs[c * bw + b] = cap * FCE_TANH(x[it.off + c * cs + b * bs] / cap);
+            if (qs) qs[c * bw + b] = ap->q[it.off + c * cs + b * bs];
+        }
+    if (it.kind == FCE_ROW) {
+        if (ai) S(ce_index_row)(xs, C, it.soff, ai, gs);
+        else S(ce_prob_row)(xs, qs, C, it.soff, ap, gs);
+    } else {
+        if (ai) S(ce_index_cols)(xs, C, bw, bw, it.soff, ai, gs);
+        else S(ce_prob_cols)(xs, qs, C, bw, bw, it.soff, ap, gs);
+    }
+    if (grad)
+        for (c = 0; c < C; c++)
+            for (b = 0; b < bw; b++) {
+                T t = xs[c * bw + b] / cap;
+                grad[it.off + c * cs + b * bs] = gs[c * bw + b] * (1 - t * t);
+            }
+    free(xs); free(gs); free(qs);
 }
 
 /* ============================================================================ NLL */

@@ -25,6 +25,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <math.h>
+#include <stdlib.h>
 #include "_simd.h"
 
 typedef ptrdiff_t fce_idx;
@@ -76,23 +77,27 @@ FCE_INLINE double fce_combine_lanes(const double *acc)
 #define FCE_EXP fce_exp_f
 #define FCE_LOG fce_log_f
 #define FCE_LOG1P fce_log1p_f
+#define FCE_TANH fce_tanh_f
 #include "_kern_body.h"
 #undef FCE_T
 #undef FCE_SUF
 #undef FCE_EXP
 #undef FCE_LOG
 #undef FCE_LOG1P
+#undef FCE_TANH
 
 #define FCE_T double
 #define FCE_SUF(name) name##_d
 #define FCE_EXP fce_exp_d
 #define FCE_LOG fce_log_d
 #define FCE_LOG1P fce_log1p_d
+#define FCE_TANH fce_tanh_d
 #include "_kern_body.h"
 #undef FCE_T
 #undef FCE_SUF
 #undef FCE_EXP
 #undef FCE_LOG
 #undef FCE_LOG1P
+#undef FCE_TANH
 
 #endif

@@ -25,6 +25,8 @@ cdef extern from "_kernels.h" nogil:
         double *loss
         const double *gscale
         double gcoef
+        double zl
+        double cap
     ctypedef struct ce_args_d:
         const int64_t *tgt
         const double *w
@@ -34,6 +36,8 @@ cdef extern from "_kernels.h" nogil:
         double *loss
         const double *gscale
         double gcoef
+        double zl
+        double cap
     void ce_index_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_f *a, float *grad)
     void ce_index_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_d *a, double *grad)
     void nll_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_f *a, float *grad)
@@ -46,6 +50,8 @@ cdef extern from "_kernels.h" nogil:
         double *loss
         const double *gscale
         double gcoef
+        double zl
+        double cap
     ctypedef struct ce_prob_args_d:
         const double *q
         const double *w
@@ -53,6 +59,8 @@ cdef extern from "_kernels.h" nogil:
         double *loss
         const double *gscale
         double gcoef
+        double zl
+        double cap
     void ce_prob_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_prob_args_f *a, float *grad)
     void ce_prob_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_prob_args_d *a, double *grad)
 

@@ -185,4 +185,45 @@ FCE_INLINE double fce_log1p_d(double u)
     return u == INFINITY ? INFINITY : res;
 }
 
+/* ---------------------------------------------------------------- tanh
+ * |u| small: odd Taylor series (relative precision where (1-e)/(1+e) would cancel);
+ * otherwise tanh|u| = (1 - e)/(1 + e) with e = exp(-2|u|) in (0, 1], which is exact to a few
+ * ulps there and gives 1 at +-inf; the sign is restored last.  NaN propagates. */
+FCE_INLINE float fce_tanh_f(float u)
+{
+    float a = u < 0.0f ? -u : u;
+    float a2 = a * a;
+    float p = -929569.0f / 638512875.0f;
+    p = p * a2 + 21844.0f / 6081075.0f;
+    p = p * a2 - 1382.0f / 155925.0f;
+    p = p * a2 + 62.0f / 2835.0f;
+    p = p * a2 - 17.0f / 315.0f;
+    p = p * a2 + 2.0f / 15.0f;
+    p = p * a2 - 1.0f / 3.0f;
+    float small = a + a * a2 * p;
+    float e = fce_exp_f(-2.0f * a);
+    float big = (1.0f - e) / (1.0f + e);
+    float t = a < 0.3f ? small : big;
+    return u < 0.0f ? -t : t;
+}
+
+FCE_INLINE double fce_tanh_d(double u)
+{
+    double a = u < 0.0 ? -u : u;
+    double a2 = a * a;
+    double p = 6404582.0 / 10854718875.0;
+    p = p * a2 - 929569.0 / 638512875.0;
+    p = p * a2 + 21844.0 / 6081075.0;
+    p = p * a2 - 1382.0 / 155925.0;
+    p = p * a2 + 62.0 / 2835.0;
+    p = p * a2 - 17.0 / 315.0;
+    p = p * a2 + 2.0 / 15.0;
+    p = p * a2 - 1.0 / 3.0;
+    double small = a + a * a2 * p;
+    double e = fce_exp_d(-2.0 * a);
+    double big = (1.0 - e) / (1.0 + e);
+    double t = a < 0.1 ? small : big;
+    return u < 0.0 ? -t : t;
+}
+
 #endif

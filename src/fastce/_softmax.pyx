@@ -23,13 +23,13 @@ def logsumexp(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, A * B, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 lse_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, A * B, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 lse_item_d(xd, A, C, B, i, od)
 
 
@@ -44,13 +44,13 @@ def log_softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 log_softmax_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 log_softmax_item_d(xd, A, C, B, i, od)
 
 
@@ -65,13 +65,13 @@ def softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 softmax_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 softmax_item_d(xd, A, C, B, i, od)
 
 
@@ -91,7 +91,7 @@ def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthre
         gf = <float *>_ptr(g, cnp.NPY_FLOAT32, size, False)
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 if is_log:
                     log_softmax_vjp_item_f(yf, gf, A, C, B, i, of)
                 else:
@@ -101,7 +101,7 @@ def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthre
         gd = <double *>_ptr(g, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
         with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="static"):
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
                 if is_log:
                     log_softmax_vjp_item_d(yd, gd, A, C, B, i, od)
                 else:

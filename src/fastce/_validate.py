@@ -96,6 +96,29 @@ def label_smoothing(value):
     return eps
 
 
+def z_loss(value):
+    try:
+        z = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"z_loss must be a number; got {value!r}") from None
+    if not (np.isfinite(z) and z >= 0.0):
+        raise ValueError(f"z_loss must be finite and >= 0; got {value!r}")
+    return z
+
+
+def softcap(value):
+    """None (off) -> 0.0, the kernels' "no softcap"; otherwise a finite positive float."""
+    if value is None:
+        return 0.0
+    try:
+        c = float(value)
+    except (TypeError, ValueError):
+        raise TypeError(f"softcap must be a number or None; got {value!r}") from None
+    if not (np.isfinite(c) and c > 0.0):
+        raise ValueError(f"softcap must be finite and > 0 (or None); got {value!r}")
+    return c
+
+
 def ignore_index(value):
     try:
         v = operator.index(value)

@@ -149,10 +149,12 @@ def _index_denominator(t, w, ignore):
 
 
 def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smoothing, axis,
-                want_grad, grad_output, out):
+                want_grad, grad_output, out, z_loss=0.0, softcap=None):
     """Shared driver of cross_entropy (kind='ce') and nll_loss (kind='nll')."""
     reduction = V.reduction(reduction)
     eps = V.label_smoothing(label_smoothing)
+    zl = V.z_loss(z_loss)
+    cap = V.softcap(softcap)
     ignore = V.ignore_index(ignore_index)
     xc, rdt = V.float_input(inp, "input")
     A, C, B, ax = V.split_axis(xc.shape, axis, "input")
@@ -184,10 +186,10 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
     if fmt == "index":
         W = float(w.sum()) if w is not None else float(C)
         _ce.cross_entropy_index(xc.reshape(-1), t.reshape(-1), w, W, ignore, eps, A, C, B,
-                                loss, gflat, gcoef, gscale, nth, kind == "nll")
+                                loss, gflat, gcoef, gscale, nth, kind == "nll", zl, cap)
     else:
         _ce.cross_entropy_prob(xc.reshape(-1), q.reshape(-1), w, eps, A, C, B, loss, gflat,
-                               gcoef, gscale, nth)
+                               gcoef, gscale, nth, zl, cap)
 
     value = _reduce(loss, reduction, denominator, samples, xc.dtype)
     if not want_grad:
@@ -196,7 +198,8 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
 
 
 def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, axis=-1, return_grad=False, grad_output=1.0, out=None):
+                  label_smoothing=0.0, axis=-1, z_loss=0.0, softcap=None, return_grad=False,
+                  grad_output=1.0, out=None):
     """Cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
 
     Parameters
@@ -218,6 +221,12 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
         Mixes the target with the uniform distribution: (1 - eps) target + eps / C.
     axis : int, default -1
         The class axis.
+    z_loss : float, default 0
+        Adds ``z_loss * logsumexp(logits_n)**2`` per non-ignored sample (PaLM's auxiliary loss),
+        reduced like the main loss.
+    softcap : float, optional
+        Logits pass through ``softcap * tanh(logits / softcap)`` first (Gemma 2); the gradient
+        includes the tanh.
     return_grad : bool
         Also return d(loss)/d(logits), computed in the same pass.
     grad_output : float or array_like
@@ -232,14 +241,15 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
     """
     _check_out_usage(out, return_grad)
     return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
-                       axis, return_grad, grad_output, out)
+                       axis, return_grad, grad_output, out, z_loss, softcap)
 
 
 def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                       label_smoothing=0.0, axis=-1, grad_output=1.0, out=None):
+                       label_smoothing=0.0, axis=-1, z_loss=0.0, softcap=None, grad_output=1.0,
+                       out=None):
     """Gradient of cross_entropy w.r.t. the logits, scaled by grad_output (see cross_entropy)."""
     return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
-                       axis, True, grad_output, out)[1]
+                       axis, True, grad_output, out, z_loss, softcap)[1]
 
 
 def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean", axis=-1,
