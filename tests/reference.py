@@ -143,10 +143,15 @@ def ref_nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction
 
 
 def ref_cross_entropy(
-    logits, target, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, axis=-1
+    logits, target, *, weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, axis=-1,
+    z_loss=0.0, softcap=None,
 ):
     x = _class_last(logits, axis)
+    if softcap is not None:
+        x = softcap * np.tanh(x / softcap)
     C = x.shape[-1]
+    # z-loss (PaLM): z * logsumexp^2 per counted sample, reduced like the main loss
+    zterm = z_loss * ref_logsumexp(x, axis=-1) ** 2 if z_loss else 0.0
     eps = float(label_smoothing)
     if not 0.0 <= eps <= 1.0:
         raise ValueError("label_smoothing must be in [0, 1]")
@@ -169,7 +174,7 @@ def ref_cross_entropy(
                 per = (1.0 - eps) * nll + (eps / C) * smooth
         else:
             per = nll
-        per = np.where(mask, per, 0.0)
+        per = np.where(mask, per + zterm, 0.0)
         return _reduce(per, reduction, np.sum(wy))
 
     # probability targets: same shape as the logits (class axis moved last too)
@@ -177,7 +182,7 @@ def ref_cross_entropy(
     if q.shape != x.shape:
         raise ValueError(f"target shape {np.asarray(target).shape} does not match {np.shape(logits)}")
     q = (1.0 - eps) * q + eps / C
-    per = -np.sum(_times(w * q, logp), axis=-1)
+    per = -np.sum(_times(w * q, logp), axis=-1) + zterm
     n_samples = int(np.prod(x.shape[:-1]))
     return _reduce(per, reduction, n_samples)
 

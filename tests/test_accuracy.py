@@ -339,12 +339,10 @@ def test_confident_cross_entropy_onehot_probability_target(rng, C, dtype):
     _check_confident(loss, grad, want_loss, want_grad, t, f"one-hot target C={C}")
 
 
-@pytest.mark.xfail(strict=False, reason="not required by issue 4 (torch also returns 0): "
-                   "log_softmax at the max of a confident row rounds -log1p(S) to 0")
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
 def test_confident_log_softmax_of_max_element(rng, dtype):
-    """Beyond issue 4's list (which names cross_entropy): log_softmax at the row max of a
-    confident row is -log1p(S) ~ -S, the same digits cross_entropy keeps."""
+    """Beyond issue 4's list (which names cross_entropy; torch returns 0 here): log_softmax at the
+    row max of a confident row is -log1p(S) ~ -S, the same digits cross_entropy keeps."""
     x, t, want_loss, _ = confident_rows(rng, 40, 5, dtype)
     got = fastce.log_softmax(x)[np.arange(len(t)), t]
     err = _rel(-got, want_loss)

@@ -1059,8 +1059,10 @@ def test_more_than_2_31_elements(kind):
     2**32) and at the very end must match the reference; 32-bit index arithmetic would read or
     write the wrong place.
 
-    Memory: the array itself (8.6 - 17 GB... kept at ~8.6 GB: zeros except the checked samples,
-    lazily allocated) and results written in place (out=x).
+    Memory: ~8.7 GB -- the array itself (zeros except the checked samples) with every result
+    written in place (out=x).  Losses (per-sample targets and outputs) only for the row layout,
+    which has few samples (the block/cols layouts have ~5e8 samples: targets and per-sample
+    losses would need another ~10 GB).
     """
     if kind == "row":
         A, C, B = 2**31 // 1000 + 3, 1000, 1          # row kernel
@@ -1090,7 +1092,7 @@ def test_more_than_2_31_elements(kind):
     orig = x3[ca, :, cb].astype(np.float64)  # (k, C)
     rest = np.setdiff1d(np.arange(S - 1000, S), check)
 
-    if kind != "block":
+    if kind == "row":  # few samples: targets and per-sample losses stay small
         t = np.zeros(S, dtype=np.int32)
         t[check] = rng.integers(0, C, size=len(check))
         tt = t.reshape(A, B) if B > 1 else t
@@ -1105,7 +1107,7 @@ def test_more_than_2_31_elements(kind):
     np.testing.assert_allclose(x3[ca, :, cb], ref_log_softmax(orig), rtol=1e-5, atol=2e-6)
     np.testing.assert_allclose(x3[rest // B, :, rest % B], -np.log(C), rtol=1e-6)
 
-    if kind != "block":
+    if kind == "row":  # few samples: targets and per-sample losses stay small
         # the fused loss + gradient kernel, in place: cross_entropy(log_softmax(x)) == cross_entropy(x)
         loss, g = fastce.cross_entropy(x, tt, axis=axis, reduction="none", return_grad=True, out=x)
         assert g is x

@@ -209,7 +209,8 @@ def test_cross_entropy_matches_reference(case, want_grad):
     dtype = x.dtype.type
     axis, reduction = kw["axis"], kw["reduction"]
     ref_kw = {k: v for k, v in kw.items()}
-    want = ref_cross_entropy(x.astype(np.float64), t, **ref_kw)
+    with np.errstate(all="ignore"):
+        want = ref_cross_entropy(x.astype(np.float64), t, **ref_kw)
     ps = _per_sample(x.shape, axis)
     is_index = np.issubdtype(t.dtype, np.integer)
     if reduction == "none":
@@ -273,7 +274,8 @@ def test_nll_loss_matches_reference(case):
     kw = {k: v for k, v in kw.items() if k != "label_smoothing"}
     dtype = x.dtype.type
     lp = fastce.log_softmax(x, axis=kw["axis"])
-    want = ref_nll_loss(lp.astype(np.float64), t, **kw)
+    with np.errstate(all="ignore"):
+        want = ref_nll_loss(lp.astype(np.float64), t, **kw)
     loss, grad = fastce.nll_loss(lp, t, return_grad=True, **kw)
     mag = _finite_mag(lp)
     ps = _per_sample(x.shape, kw["axis"])
@@ -416,6 +418,7 @@ def test_bce_with_logits_matches_reference(case):
                 floor=0.0, dtype=dtype)
 
 
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")  # float16 grads
 @settings(PROFILE_SETTINGS)
 @given(case=binary_cases(), special=st.booleans())
 def test_bce_matches_reference(case, special):

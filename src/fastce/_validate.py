@@ -119,6 +119,16 @@ def softcap(value):
     return c
 
 
+def positive_int(value, name):
+    try:
+        v = operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer; got {value!r}") from None
+    if v < 1:
+        raise ValueError(f"{name} must be >= 1; got {v}")
+    return v
+
+
 def ignore_index(value):
     try:
         v = operator.index(value)
@@ -186,13 +196,14 @@ def target_format(target, logits_shape, samples):
         f"targets have the input's shape")
 
 
-def probability_target(target, logits, compute):
+def probability_target(target, shape, compute):
     t = np.asarray(target)
     if t.dtype.kind != "f":
         raise TypeError(
             f"probability target must have a float dtype; got {t.dtype} with the input's shape "
             f"{tuple(t.shape)} (class-index targets drop the class axis)")
-    same_shape(logits, t, "input", "target")
+    if tuple(t.shape) != tuple(shape):
+        raise ValueError(f"target shape {tuple(t.shape)} does not match input shape {tuple(shape)}")
     return np.asarray(t, dtype=compute, order="C")
 
 

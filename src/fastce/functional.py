@@ -18,7 +18,7 @@ __all__ = [
     "cross_entropy", "cross_entropy_grad", "nll_loss", "nll_loss_grad",
     "binary_cross_entropy_with_logits", "binary_cross_entropy_with_logits_grad",
     "binary_cross_entropy", "binary_cross_entropy_grad",
-    "categorical_cross_entropy", "accuracy",
+    "categorical_cross_entropy", "accuracy", "linear_cross_entropy",
 ]
 
 # Below this many elements a kernel runs on the calling thread: starting an OpenMP team costs
@@ -171,7 +171,7 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
         t = V.class_index_target(target, samples, C, ignore, xc.shape)
         denominator = _index_denominator(t, w, ignore)
     else:
-        q = V.probability_target(target, xc, xc.dtype)
+        q = V.probability_target(target, xc.shape, xc.dtype)
         denominator = float(A * B)
 
     gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
@@ -415,3 +415,122 @@ def accuracy(scores, target, *, axis=-1):
     if t.size == 0:
         return float("nan")
     return float(np.mean(sc.argmax(axis=ax) == t))
+
+
+# ================================================================== fused linear + cross-entropy
+
+# Default chunk: about this many logits (32 MiB in float32) per chunk, so the chunk and its
+# gradient stay cache- and memory-friendly while the matmuls stay large enough for BLAS.
+LINEAR_CE_CHUNK_ELEMENTS = 1 << 23
+
+
+def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
+                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
+                         softcap=None, chunk_size=None, return_grad=False, grad_output=1.0):
+    """Cross-entropy of ``input @ linear_weight.T + linear_bias`` without materialising the
+    full (N, V) logits, as torch.nn.functional.linear_cross_entropy.
+
+    The batch is processed in chunks of rows: a BLAS matmul gives the chunk's logits, the fused
+    cross-entropy kernel turns them into the loss and, in place, the logits' gradient, and that
+    gradient is folded into grad_input and grad_linear_weight before the next chunk.  Peak extra
+    memory is one chunk of logits, not N x V.
+
+    Parameters
+    ----------
+    input : array_like, shape (N, D) or (D,)
+    linear_weight : array_like, shape (V, D)
+    target : array_like
+        Class indices of shape (N,) (or a scalar for 1-D input), or probabilities (N, V).
+    linear_bias : array_like of shape (V,), optional
+    weight, ignore_index, reduction, label_smoothing, z_loss, softcap
+        As in cross_entropy (classes are the V outputs).
+    chunk_size : int, optional
+        Rows per chunk; default keeps a chunk near 8M logits.
+    return_grad : bool
+        Also return the gradients, computed in the same pass.
+    grad_output : float or array_like
+        Upstream gradient (per-sample for reduction="none").
+
+    Returns
+    -------
+    loss, or (loss, grad_input, grad_linear_weight) with return_grad=True, plus
+    grad_linear_bias when a bias is given.
+    """
+    reduction = V.reduction(reduction)
+    eps = V.label_smoothing(label_smoothing)
+    zl = V.z_loss(z_loss)
+    cap = V.softcap(softcap)
+    ignore = V.ignore_index(ignore_index)
+    X0, in_dt = V.float_input(input, "input")
+    W0, w_dt = V.float_input(linear_weight, "linear_weight")
+    dtype = np.promote_types(X0.dtype, W0.dtype)
+    X = np.asarray(X0, dtype=dtype)
+    Wm = np.asarray(W0, dtype=dtype)
+    if Wm.ndim != 2:
+        raise ValueError(f"linear_weight must have shape (V, D); got {tuple(Wm.shape)}")
+    if X.ndim not in (1, 2) or X.shape[-1] != Wm.shape[1]:
+        raise ValueError(f"input shape {tuple(X.shape)} does not match linear_weight shape "
+                         f"{tuple(Wm.shape)}: expected (N, {Wm.shape[1]}) or ({Wm.shape[1]},)")
+    one_d = X.ndim == 1
+    X2 = X.reshape(1, -1) if one_d else X
+    N, Vn = X2.shape[0], Wm.shape[0]
+    samples = () if one_d else (N,)
+    logits_shape = (Vn,) if one_d else (N, Vn)
+    bias = None
+    if linear_bias is not None:
+        b_dt = V.float_dtypes(np.asarray(linear_bias).dtype, "linear_bias")[1]
+        bias = V.same_dtype_input(linear_bias, dtype, "linear_bias")
+        if bias.shape != (Vn,):
+            raise ValueError(f"linear_bias must have shape ({Vn},); got {tuple(bias.shape)}")
+    w = V.class_weight(weight, Vn)
+    fmt = V.target_format(target, logits_shape, samples)
+    if fmt == "index":
+        t = V.class_index_target(target, samples, Vn, ignore, logits_shape).reshape(-1)
+        denominator = _index_denominator(t, w, ignore)
+    else:
+        q = V.probability_target(target, logits_shape, dtype).reshape(N, Vn)
+        denominator = float(N)
+    gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
+                     if return_grad else (0.0, None))
+    if chunk_size is None:
+        chunk = max(1, min(N, LINEAR_CE_CHUNK_ELEMENTS // max(Vn, 1)))
+    else:
+        chunk = V.positive_int(chunk_size, "chunk_size")
+    W_sum = float(w.sum()) if w is not None else float(Vn)
+
+    loss = np.empty(N, dtype=np.float64)
+    buf = np.empty((min(chunk, N), Vn), dtype=dtype)
+    if return_grad:
+        gX = np.empty_like(X2)
+        gW = np.zeros_like(Wm)
+        gW_part = np.empty_like(Wm)
+        gb = np.zeros(Vn, dtype=np.float64) if bias is not None else None
+    for s in range(0, N, chunk):
+        e = min(N, s + chunk)
+        L = buf[:e - s]
+        np.matmul(X2[s:e], Wm.T, out=L)
+        if bias is not None:
+            L += bias
+        G = L.reshape(-1) if return_grad else None
+        gs = gscale[s:e] if gscale is not None else None
+        nth = _nthreads(L.size)
+        if fmt == "index":
+            _ce.cross_entropy_index(L.reshape(-1), t[s:e], w, W_sum, ignore, eps, e - s, Vn, 1,
+                                    loss[s:e], G, gcoef, gs, nth, False, zl, cap)
+        else:
+            _ce.cross_entropy_prob(L.reshape(-1), np.ascontiguousarray(q[s:e]).reshape(-1), w,
+                                   eps, e - s, Vn, 1, loss[s:e], G, gcoef, gs, nth, zl, cap)
+        if return_grad:             # L now holds d(loss)/d(logits) for the chunk
+            np.matmul(L, Wm, out=gX[s:e])
+            np.matmul(L.T, X2[s:e], out=gW_part)
+            gW += gW_part
+            if gb is not None:
+                gb += L.sum(axis=0, dtype=np.float64)
+
+    value = _reduce(loss, reduction, denominator, samples, dtype)
+    if not return_grad:
+        return value
+    grads = [gX.reshape(X.shape).astype(in_dt, copy=False), gW.astype(w_dt, copy=False)]
+    if gb is not None:
+        grads.append(gb.astype(b_dt))
+    return (value, *grads)
