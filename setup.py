@@ -67,10 +67,23 @@ class BuildExt(build_ext):
             compile_args += omp
             link_args += omp if ctype != "msvc" else []
         print(f"fastce: OpenMP {'on' if use_omp else 'off'}; flags {' '.join(compile_args)}")
+        self._write_build_info(compile_args, use_omp)
         for ext in self.extensions:
             ext.extra_compile_args = list(compile_args)
             ext.extra_link_args = list(link_args)
         super().build_extensions()
+
+    def _write_build_info(self, compile_args, use_omp):
+        """Record the flags for `python -m fastce info` (a generated, untracked module)."""
+        text = (f"FLAGS = {' '.join(compile_args + [os.environ.get('CFLAGS', '')]).strip()!r}\n"
+                f"OPENMP_AT_BUILD = {use_omp!r}\n")
+        targets = [os.path.join("src", "fastce", "_build_info.py")]
+        if not self.inplace:
+            targets.append(os.path.join(self.build_lib, "fastce", "_build_info.py"))
+        for path in targets:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "w") as f:
+                f.write(text)
 
 
 extensions = [

@@ -120,7 +120,8 @@ def test_bitwise_identical_across_thread_counts(path, dtype):
     results = {}
     for n in (1, 2, 3, 4):
         with threadpoolctl.threadpool_limits(n):
-            assert fastce.get_num_threads() == n, "threadpool_limits does not reach fastce's OpenMP"
+            assert fastce.get_num_threads() == (n if fastce.OPENMP else 1), \
+                "threadpool_limits does not reach fastce's OpenMP"
             results[n] = [(name, call()) for name, call in workload_calls(d)]
     for n in (2, 3, 4):
         for (name, want), (_, got) in zip(results[1], results[n]):
@@ -371,6 +372,8 @@ def test_no_leak_tracemalloc():
     assert growth < 64 * 1024, f"traced memory grew by {growth} bytes over {rounds * 19} calls"
 
 
+@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
+                    reason="ASan's quarantine keeps freed memory resident (tools/sanitize.sh)")
 def test_no_leak_rss():
     """Medium inputs (a leaked buffer per call would be ~100 KB): RSS must stay flat."""
     rng = np.random.default_rng(11)

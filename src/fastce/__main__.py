@@ -13,6 +13,20 @@ def info():
     print(f"numpy {np.__version__}, python {sys.version.split()[0]}")
     print(f"OpenMP: {'on' if _threads.OPENMP else 'off (serial build)'}")
     print(f"threads: {fastce.get_num_threads()}")
+    print(f"kernel dispatch: {_threads.DISPATCH}")
+    print(f"SIMD path on this CPU: {_threads.simd_path()}")
+    flags = _build_flags()
+    if flags:
+        print(f"build flags: {flags}")
+
+
+def _build_flags():
+    """Compile flags recorded by setup.py at build time (empty if unknown)."""
+    try:
+        from . import _build_info
+    except ImportError:
+        return ""
+    return _build_info.FLAGS
 
 
 def main(argv=None):
