@@ -7,7 +7,12 @@ README ("Semantics").  Every loss comes in three forms sharing one signature:
     loss, grad = f(input, target, ..., return_grad=True)     loss and d(loss)/d(input), one pass
     grad = f_grad(input, target, ..., grad_output=1.0)       only the gradient
 """
+from __future__ import annotations
+
+from typing import Optional, Tuple, Union
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as V
 from . import _binary, _ce, _softmax
@@ -20,6 +25,12 @@ __all__ = [
     "binary_cross_entropy", "binary_cross_entropy_grad",
     "categorical_cross_entropy", "accuracy", "linear_cross_entropy",
 ]
+
+# Public types: a reduced loss is a NumPy scalar, reduction="none" an array.
+FloatArray = NDArray[np.floating]
+Loss = Union[np.floating, FloatArray]
+LossOrGrad = Union[Loss, Tuple[Loss, FloatArray]]
+Axis = int
 
 # Below this many elements a kernel runs on the calling thread: starting an OpenMP team costs
 # more than the work.
@@ -38,7 +49,7 @@ def _scalar(value, dtype):
 
 # ================================================================== row operations
 
-def log_softmax(x, axis=-1, out=None):
+def log_softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> FloatArray:
     """Logarithm of softmax along `axis`, computed as (x - max) - log(sum(exp(x - max))).
 
     Parameters
@@ -57,7 +68,7 @@ def log_softmax(x, axis=-1, out=None):
     return _rowwise(_softmax.log_softmax, x, axis, out)
 
 
-def softmax(x, axis=-1, out=None):
+def softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> FloatArray:
     """Softmax along `axis` (exp(x - max) / sum); see log_softmax for the parameters."""
     return _rowwise(_softmax.softmax, x, axis, out)
 
@@ -70,7 +81,7 @@ def _rowwise(kernel, x, axis, out):
     return V.deliver(buf, pending, rdt)
 
 
-def logsumexp(x, axis=-1):
+def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
     """log(sum(exp(x))) along `axis`, stable for any magnitude.
 
     Returns an array of x's shape without `axis` (a NumPy scalar for 1-D input).  Rows of all
@@ -84,7 +95,8 @@ def logsumexp(x, axis=-1):
     return res[()] if res.ndim == 0 else res
 
 
-def log_softmax_vjp(output, grad_output, axis=-1, out=None):
+def log_softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
+                    out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient w.r.t. the input of log_softmax, given its `output` and the upstream gradient.
 
     grad_input = grad_output - softmax * sum(grad_output), with softmax = exp(output).
@@ -92,7 +104,8 @@ def log_softmax_vjp(output, grad_output, axis=-1, out=None):
     return _vjp("log_softmax", output, grad_output, axis, out)
 
 
-def softmax_vjp(output, grad_output, axis=-1, out=None):
+def softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
+                out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient w.r.t. the input of softmax, given its `output` (probabilities) and the upstream
     gradient: grad_input = p * (grad_output - sum(p * grad_output))."""
     return _vjp("softmax", output, grad_output, axis, out)
@@ -197,9 +210,11 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
     return value, V.deliver(grad, pending, rdt)
 
 
-def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  label_smoothing=0.0, axis=-1, z_loss=0.0, softcap=None, return_grad=False,
-                  grad_output=1.0, out=None):
+def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
+                  ignore_index: int = -100, reduction: str = "mean",
+                  label_smoothing: float = 0.0, axis: Axis = -1, z_loss: float = 0.0,
+                  softcap: Optional[float] = None, return_grad: bool = False,
+                  grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None) -> LossOrGrad:
     """Cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
 
     Parameters
@@ -244,16 +259,21 @@ def cross_entropy(logits, target, *, weight=None, ignore_index=-100, reduction="
                        axis, return_grad, grad_output, out, z_loss, softcap)
 
 
-def cross_entropy_grad(logits, target, *, weight=None, ignore_index=-100, reduction="mean",
-                       label_smoothing=0.0, axis=-1, z_loss=0.0, softcap=None, grad_output=1.0,
-                       out=None):
+def cross_entropy_grad(logits: ArrayLike, target: ArrayLike, *,
+                       weight: Optional[ArrayLike] = None, ignore_index: int = -100,
+                       reduction: str = "mean", label_smoothing: float = 0.0, axis: Axis = -1,
+                       z_loss: float = 0.0, softcap: Optional[float] = None,
+                       grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None
+                       ) -> FloatArray:
     """Gradient of cross_entropy w.r.t. the logits, scaled by grad_output (see cross_entropy)."""
     return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
                        axis, True, grad_output, out, z_loss, softcap)[1]
 
 
-def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean", axis=-1,
-             return_grad=False, grad_output=1.0, out=None):
+def nll_loss(log_probs: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
+             ignore_index: int = -100, reduction: str = "mean", axis: Axis = -1,
+             return_grad: bool = False, grad_output: ArrayLike = 1.0,
+             out: Optional[FloatArray] = None) -> LossOrGrad:
     """Negative log-likelihood of class-index targets given log-probabilities, as
     torch.nn.functional.nll_loss: loss_n = -weight[y_n] * log_probs[n, y_n].
 
@@ -264,8 +284,10 @@ def nll_loss(log_probs, target, *, weight=None, ignore_index=-100, reduction="me
                        return_grad, grad_output, out)
 
 
-def nll_loss_grad(log_probs, target, *, weight=None, ignore_index=-100, reduction="mean",
-                  axis=-1, grad_output=1.0, out=None):
+def nll_loss_grad(log_probs: ArrayLike, target: ArrayLike, *,
+                  weight: Optional[ArrayLike] = None, ignore_index: int = -100,
+                  reduction: str = "mean", axis: Axis = -1, grad_output: ArrayLike = 1.0,
+                  out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient of nll_loss w.r.t. the log-probabilities, scaled by grad_output."""
     return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
                        True, grad_output, out)[1]
@@ -324,9 +346,12 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     return value, V.deliver(grad, pending, rdt)
 
 
-def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=None,
-                                     reduction="mean", return_grad=False, grad_output=1.0,
-                                     out=None):
+def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = None,
+                                     pos_weight: Optional[ArrayLike] = None,
+                                     reduction: str = "mean", return_grad: bool = False,
+                                     grad_output: ArrayLike = 1.0,
+                                     out: Optional[FloatArray] = None) -> LossOrGrad:
     """Binary cross-entropy on logits, as torch.nn.functional.binary_cross_entropy_with_logits:
     loss = weight * [(1 - y) x + (1 + (pos_weight - 1) y) softplus(-x)], computed stably.
 
@@ -345,15 +370,20 @@ def binary_cross_entropy_with_logits(logits, target, *, weight=None, pos_weight=
                         grad_output, out)
 
 
-def binary_cross_entropy_with_logits_grad(logits, target, *, weight=None, pos_weight=None,
-                                          reduction="mean", grad_output=1.0, out=None):
+def binary_cross_entropy_with_logits_grad(logits: ArrayLike, target: ArrayLike, *,
+                                          weight: Optional[ArrayLike] = None,
+                                          pos_weight: Optional[ArrayLike] = None,
+                                          reduction: str = "mean", grad_output: ArrayLike = 1.0,
+                                          out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient of binary_cross_entropy_with_logits w.r.t. the logits."""
     return _binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
                         grad_output, out)[1]
 
 
-def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", return_grad=False,
-                         grad_output=1.0, out=None):
+def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
+                         weight: Optional[ArrayLike] = None, reduction: str = "mean",
+                         return_grad: bool = False, grad_output: ArrayLike = 1.0,
+                         out: Optional[FloatArray] = None) -> LossOrGrad:
     """Binary cross-entropy on probabilities, as torch.nn.functional.binary_cross_entropy:
     loss = -weight [y log p + (1 - y) log(1 - p)] with each log clamped at -100.
 
@@ -365,8 +395,10 @@ def binary_cross_entropy(probs, target, *, weight=None, reduction="mean", return
                         grad_output, out)
 
 
-def binary_cross_entropy_grad(probs, target, *, weight=None, reduction="mean", grad_output=1.0,
-                              out=None):
+def binary_cross_entropy_grad(probs: ArrayLike, target: ArrayLike, *,
+                              weight: Optional[ArrayLike] = None, reduction: str = "mean",
+                              grad_output: ArrayLike = 1.0,
+                              out: Optional[FloatArray] = None) -> FloatArray:
     """Gradient of binary_cross_entropy w.r.t. the probabilities."""
     return _binary_loss("probs", probs, target, weight, None, reduction, True, grad_output,
                         out)[1]
@@ -374,7 +406,8 @@ def binary_cross_entropy_grad(probs, target, *, weight=None, reduction="mean", g
 
 # ================================================================== from probabilities
 
-def categorical_cross_entropy(probs, target, *, eps=None, reduction="mean", axis=-1):
+def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optional[float] = None,
+                              reduction: str = "mean", axis: Axis = -1) -> Loss:
     """Cross-entropy of predicted probabilities (Keras' from_logits=False).
 
     Probabilities are clipped to [eps, 1 - eps] (eps defaults to the dtype's machine epsilon)
@@ -398,7 +431,7 @@ def categorical_cross_entropy(probs, target, *, eps=None, reduction="mean", axis
     return _reduce(per, reduction, float(per.size), samples, pc.dtype)
 
 
-def accuracy(scores, target, *, axis=-1):
+def accuracy(scores: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
     """Fraction of samples whose argmax over `axis` equals the target (class indices, or one-hot
     / probabilities reduced by argmax).  Returns a Python float (NaN for an empty batch)."""
     sc = np.asarray(scores)
@@ -424,9 +457,14 @@ def accuracy(scores, target, *, axis=-1):
 LINEAR_CE_CHUNK_ELEMENTS = 1 << 23
 
 
-def linear_cross_entropy(input, linear_weight, target, *, linear_bias=None, weight=None,
-                         ignore_index=-100, reduction="mean", label_smoothing=0.0, z_loss=0.0,
-                         softcap=None, chunk_size=None, return_grad=False, grad_output=1.0):
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = None,
+                         weight: Optional[ArrayLike] = None, ignore_index: int = -100,
+                         reduction: str = "mean", label_smoothing: float = 0.0,
+                         z_loss: float = 0.0, softcap: Optional[float] = None,
+                         chunk_size: Optional[int] = None, return_grad: bool = False,
+                         grad_output: ArrayLike = 1.0
+                         ) -> Union[Loss, Tuple[Union[Loss, FloatArray], ...]]:
     """Cross-entropy of ``input @ linear_weight.T + linear_bias`` without materialising the
     full (N, V) logits, as torch.nn.functional.linear_cross_entropy.
 
