@@ -38,6 +38,7 @@ def main(argv=None):
     b.add_argument("--plot", metavar="FILE.png", help="write a bar chart (needs matplotlib)")
     b.add_argument("--float64", action="store_true", help="also run every case in float64")
     b.add_argument("--no-peers", action="store_true", help="skip PyTorch/JAX/sklearn")
+    b.add_argument("--no-linear", action="store_true", help="skip the fused linear CE case")
     sub.add_parser("info", help="version, build and runtime configuration")
     args = parser.parse_args(argv)
     if args.command == "info":

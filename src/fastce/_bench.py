@@ -239,16 +239,85 @@ def plot(results, path):
     fig.savefig(path, dpi=110)
 
 
+# ------------------------------------------------------------------ fused linear + CE
+
+LINEAR_CASE = ((8192, 256, 65536), (2048, 256, 16384))   # (N, D, V): full, quick
+
+
+def numpy_linear_ce(X, W, t):
+    """The unfused computation: full logits, fused NumPy CE, two matmuls."""
+    logits = X @ W.T
+    loss, G = numpy_ce(logits, t)
+    return loss, G @ W, G.T @ X
+
+
+def _peak_mib(fn):
+    import tracemalloc
+    tracemalloc.start()
+    try:
+        fn()
+        return tracemalloc.get_traced_memory()[1] / 2**20
+    finally:
+        tracemalloc.stop()
+
+
+def run_linear_case(quick=False, peers=True, progress=None, repeats=None):
+    N, D, V = LINEAR_CASE[1] if quick else LINEAR_CASE[0]
+    if progress:
+        progress(f"[linear] linear CE N={N} D={D} V={V} float32 ...")
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((N, D)).astype(np.float32)
+    W = (rng.standard_normal((V, D)) / np.sqrt(D)).astype(np.float32)
+    t = rng.integers(0, V, N)
+    repeats = repeats or 3
+    fused = lambda: F.linear_cross_entropy(X, W, t, return_grad=True)  # noqa: E731
+    unfused = lambda: numpy_linear_ce(X, W, t)                          # noqa: E731
+    row = {"case": f"linear CE {N}x{D}x{V}", "logits_mib": N * V * 4 / 2**20,
+           "fastce": median_ms(fused, repeats, min_time=0),
+           "fastce_peak_mib": _peak_mib(fused),
+           "numpy_unfused": median_ms(unfused, repeats, min_time=0),
+           "numpy_peak_mib": _peak_mib(unfused)}
+    if peers:
+        try:
+            import torch
+            import torch.nn.functional as tF
+            Xt, Wt, tt = torch.from_numpy(X), torch.from_numpy(W), torch.from_numpy(t)
+
+            def run_torch():
+                xg = Xt.clone().requires_grad_(True)
+                wg = Wt.clone().requires_grad_(True)
+                tF.linear_cross_entropy(xg, wg, tt).backward()
+            row["PyTorch"] = median_ms(run_torch, repeats, min_time=0)
+        except Exception as exc:
+            row["PyTorch_error"] = str(exc)[:200]
+    return row
+
+
+def format_linear(row):
+    lines = [f"{row['case']} (float32, loss + grad_input + grad_weight; full logits would be "
+             f"{row['logits_mib']:.0f} MiB)",
+             f"  fastce fused/chunked : {row['fastce']:8.1f} ms, peak {row['fastce_peak_mib']:7.1f} MiB",
+             f"  NumPy unfused        : {row['numpy_unfused']:8.1f} ms, peak {row['numpy_peak_mib']:7.1f} MiB"]
+    if "PyTorch" in row:
+        lines.append(f"  PyTorch linear_cross_entropy: {row['PyTorch']:8.1f} ms")
+    return "\n".join(lines)
+
+
 def main(args):
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results = run_cases(quick=args.quick, peers=not args.no_peers, progress=progress)
     if args.float64:
         results += run_cases(quick=args.quick, dtype=np.float64, peers=False, progress=progress)
+    linear = None if args.no_linear else run_linear_case(args.quick, not args.no_peers, progress)
     print(f"fastce fused loss+gradient, ms (median), {get_num_threads()} threads")
     print(format_table(results))
+    if linear:
+        print()
+        print(format_linear(linear))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "results": results}, f, indent=2)
+            json.dump({"machine": machine_info(), "results": results, "linear": linear}, f,
+                      indent=2)
         print(f"wrote {args.json}")
     if args.plot:
         plot(results, args.plot)
