@@ -466,3 +466,19 @@ def test_reference_agreement_smoke():
     """Plain sanity checks of the fixed arrays used above against the reference."""
     assert_close(fastce.nll_loss(X, T), ref_nll_loss(X, T))
     assert_close(fastce.binary_cross_entropy(P, Y), ref_binary_cross_entropy(P, Y))
+
+
+def test_option_types_are_strict():
+    x = np.zeros((2, 3))
+    t = np.array([0, 1])
+    with pytest.raises(TypeError, match="label_smoothing"):
+        fastce.cross_entropy(x, t, label_smoothing="0.1")
+    with pytest.raises(ValueError, match="reduction"):
+        fastce.cross_entropy(x, t, reduction=np.array(["mean", "sum"]))
+
+
+def test_categorical_default_eps_is_the_input_dtype():
+    # float16 input: clipped at float16's epsilon (computed in float32)
+    p = np.array([[1.0, 0.0]], dtype=np.float16)
+    got = fastce.categorical_cross_entropy(p, np.array([1]))
+    assert got == pytest.approx(-np.log(np.finfo(np.float16).eps), rel=1e-6)

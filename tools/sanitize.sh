@@ -15,8 +15,9 @@
 #      CFLAGS=-DFCE_NO_CLONES (GCC target_clones and ifunc resolvers do not mix with ASan).
 #   3. Runs pytest on the copy's tests with PYTHONPATH=<copy>/src (checked: `import fastce` must
 #      resolve to the copy), LD_PRELOAD=$(gcc -print-file-name=libasan.so) (the ASan runtime must
-#      be loaded before the python binary's own libraries), ASAN_OPTIONS=detect_leaks=0 (CPython
-#      leaks by design at exit) and UBSan set to halt on the first error.
+#      be loaded before the python binary's own libraries; libstdc++ is preloaded after it so
+#      C++ exceptions thrown inside torch work), ASAN_OPTIONS=detect_leaks=0 (CPython leaks by
+#      design at exit) and UBSan set to halt on the first error.
 #   4. Exits non-zero if pytest fails or if any sanitizer report appears in the log.
 #
 # Environment
@@ -41,6 +42,14 @@ if [[ ! -e "$ASAN_LIB" || "$ASAN_LIB" == "libasan.so" ]]; then
     echo "sanitize.sh: cannot find libasan.so via '$CC_BIN -print-file-name=libasan.so'" >&2
     exit 2
 fi
+# libstdc++ is preloaded right after ASan: otherwise ASan's __cxa_throw interceptor finds no real
+# __cxa_throw at start-up and the first C++ exception (e.g. inside torch) aborts with
+# "AddressSanitizer: CHECK failed: asan_interceptors.cpp ... real___cxa_throw".
+STDCXX_LIB="$("$CC_BIN" -print-file-name=libstdc++.so)"
+PRELOAD="$ASAN_LIB"
+if [[ -e "$STDCXX_LIB" && "$STDCXX_LIB" != "libstdc++.so" ]]; then
+    PRELOAD="$ASAN_LIB $(readlink -f "$STDCXX_LIB")"
+fi
 
 WORK="${FASTCE_SANITIZE_DIR:-$(mktemp -d -t fastce-sanitize.XXXXXX)}"
 mkdir -p "$WORK"
@@ -49,7 +58,7 @@ START=$(date +%s)
 
 echo "sanitize.sh: source  $ROOT"
 echo "sanitize.sh: build   $WORK"
-echo "sanitize.sh: runtime $ASAN_LIB"
+echo "sanitize.sh: preload $PRELOAD"
 
 # ---------------------------------------------------------------- 1. copy the tree
 ( cd "$ROOT" && tar -cf - \
@@ -88,7 +97,7 @@ if [[ "${FASTCE_SANITIZE_MALLOC:-0}" == "1" ]]; then
     export PYTHONMALLOC=malloc
 fi
 
-where=$(LD_PRELOAD="$ASAN_LIB" "$PY" -c "import fastce, os; print(os.path.dirname(fastce.__file__))")
+where=$(LD_PRELOAD="$PRELOAD" "$PY" -c "import fastce, os; print(os.path.dirname(fastce.__file__))")
 if [[ "$where" != "$WORK/src/fastce" ]]; then
     echo "sanitize.sh: 'import fastce' resolves to $where, not the sanitized copy" >&2
     exit 2
@@ -96,26 +105,28 @@ fi
 
 echo "sanitize.sh: running pytest $* ..."
 set +e
-( cd "$WORK" && LD_PRELOAD="$ASAN_LIB" "$PY" -m pytest tests -q -p no:cacheprovider "$@" ) 2>&1 | tee "$LOG"
+( cd "$WORK" && LD_PRELOAD="$PRELOAD" "$PY" -m pytest tests -q -p no:cacheprovider "$@" ) 2>&1 | tee "$LOG"
 status=${PIPESTATUS[0]}
 set -e
 END=$(date +%s)
 
 # ---------------------------------------------------------------- 4. verdict
 # Reports from subprocesses spawned by the tests land in the pytest output too.
-reports=$(grep -cE "ERROR: AddressSanitizer|runtime error:|ERROR: LeakSanitizer|SUMMARY: (Address|UndefinedBehavior)Sanitizer" "$LOG" || true)
+PATTERN="ERROR: AddressSanitizer|AddressSanitizer: CHECK failed|runtime error:|ERROR: LeakSanitizer|SUMMARY: (Address|UndefinedBehavior)Sanitizer"
+reports=$(grep -cE "$PATTERN" "$LOG" || true)
 echo
 echo "sanitize.sh: pytest exit status $status; sanitizer reports: $reports; test time $((END - BUILT)) s; total $((END - START)) s"
-echo "sanitize.sh: log $LOG"
 if [[ "$reports" != "0" ]]; then
-    grep -nE -A3 "ERROR: AddressSanitizer|runtime error:" "$LOG" | head -60
+    grep -nE -A3 "$PATTERN" "$LOG" | head -60
 fi
 if [[ "$status" == "0" && "$reports" == "0" ]]; then
     echo "sanitize.sh: CLEAN"
     if [[ -z "${FASTCE_SANITIZE_DIR:-}" && "${FASTCE_SANITIZE_KEEP:-0}" != "1" ]]; then
         rm -rf "$WORK"
+    else
+        echo "sanitize.sh: log $LOG"
     fi
     exit 0
 fi
-echo "sanitize.sh: NOT CLEAN (build kept in $WORK)"
+echo "sanitize.sh: NOT CLEAN (build and log kept: $LOG)"
 exit 1

@@ -81,12 +81,14 @@ def same_shape(a, b, what_a, what_b):
 # ------------------------------------------------------------------------------ options
 
 def reduction(value):
-    if value not in REDUCTIONS:
+    if not isinstance(value, str) or value not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}; got {value!r}")
     return value
 
 
 def label_smoothing(value):
+    if isinstance(value, (str, bytes)):
+        raise TypeError(f"label_smoothing must be a number; got {value!r}")
     try:
         eps = float(value)
     except (TypeError, ValueError):

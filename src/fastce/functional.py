@@ -415,10 +415,10 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
     probabilities (the input's shape).  "mean" averages over samples.
     """
     reduction = V.reduction(reduction)
-    pc, _ = V.float_input(probs, "probs")
+    pc, rdt = V.float_input(probs, "probs")
     A, C, B, ax = V.split_axis(pc.shape, axis, "probs")
     samples = V.sample_shape(pc.shape, ax)
-    e = V.eps_value(eps, pc.dtype)
+    e = V.eps_value(eps, rdt)          # the input dtype's epsilon (float16's for float16 input)
     logp = np.log(np.clip(pc, e, 1.0 - e))
     if V.target_format(target, pc.shape, samples) == "index":
         t = V.class_index_target(target, samples, C, None, pc.shape)
