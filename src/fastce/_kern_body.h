@@ -471,25 +471,50 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const S(ce
     }
 }
 
-/* bw samples laid out as columns: element (c, b) at xt[c*st + b]; gt may alias xt. */
+/* bw samples laid out as columns: element (c, b) at xt[c*st + b]; gt may alias xt.
+ * Per-column scalars live in arrays of one width per loop (double for the loss math, T for the
+ * gradient pass, mask included) so that every loop over b vectorises. */
 FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
                                  const S(ce_args) *a, T *gt)
 {
     double keep = 1.0 - a->eps, spread = a->eps / (double)C;
     const int64_t *tg = a->tgt + soff;
-    T m[FCE_TILE], xy[FCE_TILE];
+    T m[FCE_TILE], xy[FCE_TILE], live[FCE_TILE], kpt[FCE_TILE], kst[FCE_TILE];
     double r[FCE_TILE], wd[FCE_TILE], ey[FCE_TILE], s[FCE_TILE], ls[FCE_TILE], l1r[FCE_TILE];
-    double kp[FCE_TILE], gg[FCE_TILE], wyv[FCE_TILE], zc[FCE_TILE];
+    double gg[FCE_TILE], wyv[FCE_TILE], zc[FCE_TILE], dxy[FCE_TILE], liv[FCE_TILE];
     int64_t yy[FCE_TILE];
     fce_idx c, b;
+    int64_t ignore = a->ignore;
+    double gcoef = a->gcoef;
+    const double *w = a->w, *gsc = a->gscale ? a->gscale + soff : NULL;
     S(col_max)(xt, C, st, bw, m);
+    /* loops kept to one lane width each (64-bit here, T below) so that they vectorise */
+    _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         int64_t y = tg[b];
-        int ign = y == a->ignore;
+        int ign = y == ignore;
         yy[b] = ign ? -1 : y;                  /* -1 never matches a class below */
-        xy[b] = ign ? m[b] : xt[y * st + b];   /* y is valid when not ignored (checked in Python) */
-        wyv[b] = ign ? 0.0 : (a->w ? a->w[y] : 1.0);
-        r[b] = 0.0; wd[b] = 0.0;
+        liv[b] = ign ? 0.0 : 1.0;
+    }
+    memset(r, 0, (size_t)bw * sizeof(double));
+    memset(wd, 0, (size_t)bw * sizeof(double));
+    /* gather; y is valid when not ignored (checked in Python), class 0 stands in otherwise */
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        T v = xt[(yy[b] < 0 ? 0 : yy[b]) * st + b];
+        xy[b] = yy[b] < 0 ? m[b] : v;
+    }
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        dxy[b] = (double)(m[b] - xy[b]);       /* 0 exactly when the target is the max */
+        live[b] = (T)liv[b];
+        gg[b] = liv[b] * gcoef * (gsc ? gsc[b] : 1.0);
+    }
+    if (w) {
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) wyv[b] = liv[b] != 0.0 ? w[yy[b] < 0 ? 0 : yy[b]] : 0.0;
+    } else {
+        for (b = 0; b < bw; b++) wyv[b] = liv[b];
     }
     for (c = 0; c < C; c++) {
         const T *xc = xt + c * st;
@@ -518,33 +543,35 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         ls[b] = fce_log_d(s[b]);
         l1r[b] = fce_log1p_d(r[b]);
     }
+    /* struct fields in locals: stores through loss could otherwise alias them */
+    double W = a->W, zl = a->zl, *loss = a->loss + soff;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        int ign = yy[b] < 0;
-        double nll = S(ce_nll_from_parts)(m[b], xy[b], ey[b], ls[b], l1r[b]);
-        double smooth = wd[b] + a->W * ls[b];
+        /* ce_nll_from_parts, with the "target is the max" test done in double */
+        double nll = dxy[b] == 0.0 ? l1r[b] + (ey[b] - 1.0) : dxy[b] + ls[b];
+        double smooth = wd[b] + W * ls[b];
         double lse = (double)m[b] + ls[b];
-        double l = keep * wyv[b] * nll + (spread != 0.0 ? spread * smooth : 0.0)
-                 + S(zloss)(a->zl, lse);
-        a->loss[soff + b] = ign ? 0.0 : l;
-        double g = a->gcoef * (a->gscale ? a->gscale[soff + b] : 1.0);
-        gg[b] = ign ? 0.0 : g;
-        zc[b] = S(zcoef)(a->zl, lse);
-        kp[b] = gg[b] * (keep * wyv[b] + spread * a->W + zc[b]) / s[b];
+        double l = keep * wyv[b] * nll + spread * smooth + S(zloss)(zl, lse);
+        loss[b] = liv[b] != 0.0 ? l : 0.0;
+        zc[b] = S(zcoef)(zl, lse);
+        kpt[b] = (T)(gg[b] * (keep * wyv[b] + spread * W + zc[b]) / s[b]);
+        kst[b] = (T)(gg[b] * spread);
     }
     if (!gt) return;
     for (c = 0; c < C; c++) {
         T *gc = gt + c * st;
-        double ks = spread * (a->w ? a->w[c] : 1.0);
+        T wc = a->w ? (T)a->w[c] : (T)1;
         for (b = 0; b < bw; b++) {
             /* ignored samples: the select keeps NaN/inf logits out of their zero gradient */
-            T v = (T)((double)gc[b] * kp[b] - gg[b] * ks);
-            gc[b] = yy[b] < 0 ? (T)0 : v;
+            T v = gc[b] * kpt[b] - kst[b] * wc;
+            gc[b] = live[b] != 0 ? v : (T)0;
         }
     }
+    /* scatter of the target gradients: distinct columns, so no two lanes write one address */
+    _Pragma("omp simd")
     for (b = 0; b < bw; b++)
         if (yy[b] >= 0)
-            gt[yy[b] * st + b] = (T)(S(ce_target_grad)(gg[b], keep, spread, a->W, wyv[b], ey[b],
+            gt[yy[b] * st + b] = (T)(S(ce_target_grad)(gg[b], keep, spread, W, wyv[b], ey[b],
                                                        r[b], s[b]) + gg[b] * zc[b] * ey[b] / s[b]);
 }
 
