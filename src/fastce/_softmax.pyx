@@ -33,9 +33,11 @@ def logsumexp(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
                 lse_item_d(xd, A, C, B, i, od)
 
 
-def log_softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
+def rowwise(str kind, x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
+    """kind: "log_softmax" or "softmax"; out has x's shape (and may be x)."""
     cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B
+    cdef bint is_log = kind == "log_softmax"
     cdef float *xf
     cdef float *of
     cdef double *xd
@@ -45,34 +47,19 @@ def log_softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
         of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="guided"):
-                log_softmax_item_f(xf, A, C, B, i, of)
+                if is_log:
+                    log_softmax_item_f(xf, A, C, B, i, of)
+                else:
+                    softmax_item_f(xf, A, C, B, i, of)
     else:
         xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
         od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
         with nogil:
             for i in prange(n, num_threads=nthreads, schedule="guided"):
-                log_softmax_item_d(xd, A, C, B, i, od)
-
-
-def softmax(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
-    cdef fce_idx i, n = fce_n_items(A, C, B)
-    cdef Py_ssize_t size = A * C * B
-    cdef float *xf
-    cdef float *of
-    cdef double *xd
-    cdef double *od
-    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        xf = <float *>_ptr(x, cnp.NPY_FLOAT32, size, False)
-        of = <float *>_ptr(out, cnp.NPY_FLOAT32, size, True)
-        with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="guided"):
-                softmax_item_f(xf, A, C, B, i, of)
-    else:
-        xd = <double *>_ptr(x, cnp.NPY_FLOAT64, size, False)
-        od = <double *>_ptr(out, cnp.NPY_FLOAT64, size, True)
-        with nogil:
-            for i in prange(n, num_threads=nthreads, schedule="guided"):
-                softmax_item_d(xd, A, C, B, i, od)
+                if is_log:
+                    log_softmax_item_d(xd, A, C, B, i, od)
+                else:
+                    softmax_item_d(xd, A, C, B, i, od)
 
 
 def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):

@@ -65,19 +65,19 @@ def log_softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None)
     -------
     ndarray of x's shape and float dtype.
     """
-    return _rowwise(_softmax.log_softmax, x, axis, out)
+    return _rowwise("log_softmax", x, axis, out)
 
 
 def softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> FloatArray:
     """Softmax along `axis` (exp(x - max) / sum); see log_softmax for the parameters."""
-    return _rowwise(_softmax.softmax, x, axis, out)
+    return _rowwise("softmax", x, axis, out)
 
 
-def _rowwise(kernel, x, axis, out):
+def _rowwise(kind, x, axis, out):
     xc, rdt = V.float_input(x, "x")
     A, C, B, _ = V.split_axis(xc.shape, axis, "x")
     buf, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc,))
-    kernel(xc.reshape(-1), A, C, B, buf.reshape(-1), _nthreads(xc.size))
+    _softmax.rowwise(kind, xc.reshape(-1), A, C, B, buf.reshape(-1), _nthreads(xc.size))
     return V.deliver(buf, pending, rdt)
 
 
@@ -161,14 +161,17 @@ def _index_denominator(t, w, ignore):
     return float(w[t[kept]].sum(dtype=np.float64))
 
 
+def _ce_options(reduction, label_smoothing, z_loss, softcap, ignore_index):
+    """The validated scalar options shared by every cross-entropy entry point."""
+    return (V.reduction(reduction), V.label_smoothing(label_smoothing), V.z_loss(z_loss),
+            V.softcap(softcap), V.ignore_index(ignore_index))
+
+
 def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smoothing, axis,
                 want_grad, grad_output, out, z_loss=0.0, softcap=None):
     """Shared driver of cross_entropy (kind='ce') and nll_loss (kind='nll')."""
-    reduction = V.reduction(reduction)
-    eps = V.label_smoothing(label_smoothing)
-    zl = V.z_loss(z_loss)
-    cap = V.softcap(softcap)
-    ignore = V.ignore_index(ignore_index)
+    reduction, eps, zl, cap, ignore = _ce_options(reduction, label_smoothing, z_loss, softcap,
+                                                  ignore_index)
     xc, rdt = V.float_input(inp, "input")
     A, C, B, ax = V.split_axis(xc.shape, axis, "input")
     samples = V.sample_shape(xc.shape, ax)
@@ -494,11 +497,8 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
     loss, or (loss, grad_input, grad_linear_weight) with return_grad=True, plus
     grad_linear_bias when a bias is given.
     """
-    reduction = V.reduction(reduction)
-    eps = V.label_smoothing(label_smoothing)
-    zl = V.z_loss(z_loss)
-    cap = V.softcap(softcap)
-    ignore = V.ignore_index(ignore_index)
+    reduction, eps, zl, cap, ignore = _ce_options(reduction, label_smoothing, z_loss, softcap,
+                                                  ignore_index)
     X0, in_dt = V.float_input(input, "input")
     W0, w_dt = V.float_input(linear_weight, "linear_weight")
     dtype = np.promote_types(X0.dtype, W0.dtype)
