@@ -9,6 +9,7 @@ README ("Semantics").  Every loss comes in three forms sharing one signature:
 """
 from __future__ import annotations
 
+import math
 from typing import Optional, Tuple, Union
 
 import numpy as np
@@ -140,11 +141,20 @@ def _grad_scaling(reduction, grad_output, denominator, samples):
 def _reduce(per_sample, reduction, denominator, samples, dtype):
     if reduction == "none":
         return per_sample.reshape(samples).astype(dtype)
-    total = per_sample.sum()
+    total = float(per_sample.sum())
     if reduction == "sum":
         return _scalar(total, dtype)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return _scalar(np.float64(total) / np.float64(denominator), dtype)
+    return _scalar(_ieee_div(total, denominator), dtype)
+
+
+def _ieee_div(a, b):
+    """a / b with IEEE semantics for b == 0 (an empty batch or all targets ignored gives
+    0 / 0 = NaN, as in torch), without the cost of an np.errstate block."""
+    if b != 0:
+        return a / b
+    if a == 0 or math.isnan(a):
+        return math.nan
+    return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
 def _check_out_usage(out, want_grad):
