@@ -71,7 +71,21 @@ def log_softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None)
 
 
 def softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> FloatArray:
-    """Softmax along `axis` (exp(x - max) / sum); see log_softmax for the parameters."""
+    """Softmax along `axis`, computed as exp(x - max) / sum(exp(x - max)).
+
+    Parameters
+    ----------
+    x : array_like
+        Real input; float16 is computed in float32, integers in float64.
+    axis : int, default -1
+        The class axis.
+    out : ndarray, optional
+        C-contiguous buffer of x's shape and result dtype; may be `x` itself.
+
+    Returns
+    -------
+    ndarray of x's shape and float dtype; -inf entries get probability 0.
+    """
     return _rowwise("softmax", x, axis, out)
 
 
@@ -86,8 +100,17 @@ def _rowwise(kind, x, axis, out):
 def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
     """log(sum(exp(x))) along `axis`, stable for any magnitude.
 
-    Returns an array of x's shape without `axis` (a NumPy scalar for 1-D input).  Rows of all
-    -inf give -inf and rows containing +inf give +inf, as in torch.logsumexp.
+    Parameters
+    ----------
+    x : array_like
+        Real input (float16 computed in float32, integers in float64).
+    axis : int, default -1
+        The axis reduced.
+
+    Returns
+    -------
+    ndarray of x's shape without `axis` (a NumPy scalar for 1-D input).  Rows of all -inf give
+    -inf and rows containing +inf give +inf, as in torch.logsumexp.
     """
     xc, rdt = V.float_input(x, "x")
     A, C, B, ax = V.split_axis(xc.shape, axis, "x")
@@ -99,17 +122,49 @@ def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
 
 def log_softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
                     out: Optional[FloatArray] = None) -> FloatArray:
-    """Gradient w.r.t. the input of log_softmax, given its `output` and the upstream gradient.
+    """Gradient w.r.t. the input of log_softmax, given its output and the upstream gradient.
 
     grad_input = grad_output - softmax * sum(grad_output), with softmax = exp(output).
+
+    Parameters
+    ----------
+    output : array_like
+        The result of log_softmax(x, axis).
+    grad_output : array_like
+        d(loss)/d(output), same shape.
+    axis : int, default -1
+        The class axis used in the forward pass.
+    out : ndarray, optional
+        Buffer for the result (may be `output`).
+
+    Returns
+    -------
+    ndarray: d(loss)/d(x), of output's shape and float dtype.
     """
     return _vjp("log_softmax", output, grad_output, axis, out)
 
 
 def softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
                 out: Optional[FloatArray] = None) -> FloatArray:
-    """Gradient w.r.t. the input of softmax, given its `output` (probabilities) and the upstream
-    gradient: grad_input = p * (grad_output - sum(p * grad_output))."""
+    """Gradient w.r.t. the input of softmax, given its output and the upstream gradient.
+
+    grad_input = p * (grad_output - sum(p * grad_output)), with p the softmax output.
+
+    Parameters
+    ----------
+    output : array_like
+        The result of softmax(x, axis).
+    grad_output : array_like
+        d(loss)/d(output), same shape.
+    axis : int, default -1
+        The class axis used in the forward pass.
+    out : ndarray, optional
+        Buffer for the result (may be `output`).
+
+    Returns
+    -------
+    ndarray: d(loss)/d(x), of output's shape and float dtype.
+    """
     return _vjp("softmax", output, grad_output, axis, out)
 
 
@@ -279,7 +334,15 @@ def cross_entropy_grad(logits: ArrayLike, target: ArrayLike, *,
                        z_loss: float = 0.0, softcap: Optional[float] = None,
                        grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None
                        ) -> FloatArray:
-    """Gradient of cross_entropy w.r.t. the logits, scaled by grad_output (see cross_entropy)."""
+    """Gradient of cross_entropy w.r.t. the logits, scaled by grad_output.
+
+    Takes cross_entropy's parameters (without return_grad) and returns only the gradient, from
+    the same fused kernel.
+
+    Returns
+    -------
+    ndarray of the logits' shape and dtype: grad_output * d(loss)/d(logits).
+    """
     return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
                        axis, True, grad_output, out, z_loss, softcap)[1]
 
@@ -291,7 +354,19 @@ def nll_loss(log_probs: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayL
     """Negative log-likelihood of class-index targets given log-probabilities, as
     torch.nn.functional.nll_loss: loss_n = -weight[y_n] * log_probs[n, y_n].
 
-    Parameters and returns as cross_entropy (no label smoothing, no probability targets).
+    Parameters
+    ----------
+    log_probs : array_like
+        Log-probabilities (e.g. log_softmax output); the class axis is `axis`.
+    target : array_like of int
+        Class indices, the input's shape without the class axis.
+    weight, ignore_index, reduction, axis, return_grad, grad_output, out
+        As in cross_entropy ("mean" divides by the sum of the targets' weights).
+
+    Returns
+    -------
+    loss, or (loss, grad) with return_grad=True; grad is -weight[y] * grad_output at the target
+    and 0 elsewhere.
     """
     _check_out_usage(out, return_grad)
     return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
@@ -302,7 +377,14 @@ def nll_loss_grad(log_probs: ArrayLike, target: ArrayLike, *,
                   weight: Optional[ArrayLike] = None, ignore_index: int = -100,
                   reduction: str = "mean", axis: Axis = -1, grad_output: ArrayLike = 1.0,
                   out: Optional[FloatArray] = None) -> FloatArray:
-    """Gradient of nll_loss w.r.t. the log-probabilities, scaled by grad_output."""
+    """Gradient of nll_loss w.r.t. the log-probabilities, scaled by grad_output.
+
+    Takes nll_loss's parameters (without return_grad).
+
+    Returns
+    -------
+    ndarray of the input's shape and dtype.
+    """
     return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
                        True, grad_output, out)[1]
 
@@ -389,7 +471,15 @@ def binary_cross_entropy_with_logits_grad(logits: ArrayLike, target: ArrayLike, 
                                           pos_weight: Optional[ArrayLike] = None,
                                           reduction: str = "mean", grad_output: ArrayLike = 1.0,
                                           out: Optional[FloatArray] = None) -> FloatArray:
-    """Gradient of binary_cross_entropy_with_logits w.r.t. the logits."""
+    """Gradient of binary_cross_entropy_with_logits w.r.t. the logits, scaled by grad_output.
+
+    Takes binary_cross_entropy_with_logits's parameters (without return_grad).
+
+    Returns
+    -------
+    ndarray of the logits' shape and dtype: weight [(1-y) sigmoid(x) - p y sigmoid(-x)] times
+    the reduction's scale, finite at infinite logits.
+    """
     return _binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
                         grad_output, out)[1]
 
@@ -401,7 +491,17 @@ def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
     """Binary cross-entropy on probabilities, as torch.nn.functional.binary_cross_entropy:
     loss = -weight [y log p + (1 - y) log(1 - p)] with each log clamped at -100.
 
-    Probabilities outside [0, 1] raise ValueError; NaN propagates.  The gradient is
+    Parameters
+    ----------
+    probs, target : array_like of the same shape
+        Probabilities in [0, 1] (outside: ValueError; NaN propagates) and targets.
+    weight : array_like broadcastable to the input, optional
+    reduction, return_grad, grad_output, out
+        As in cross_entropy ("mean" divides by the number of elements).
+
+    Returns
+    -------
+    loss, or (loss, grad) with return_grad=True; the gradient is
     weight (p - y) / max(p (1 - p), 1e-12), as in torch.
     """
     _check_out_usage(out, return_grad)
@@ -413,7 +513,14 @@ def binary_cross_entropy_grad(probs: ArrayLike, target: ArrayLike, *,
                               weight: Optional[ArrayLike] = None, reduction: str = "mean",
                               grad_output: ArrayLike = 1.0,
                               out: Optional[FloatArray] = None) -> FloatArray:
-    """Gradient of binary_cross_entropy w.r.t. the probabilities."""
+    """Gradient of binary_cross_entropy w.r.t. the probabilities, scaled by grad_output.
+
+    Takes binary_cross_entropy's parameters (without return_grad).
+
+    Returns
+    -------
+    ndarray of the input's shape and dtype.
+    """
     return _binary_loss("probs", probs, target, weight, None, reduction, True, grad_output,
                         out)[1]
 
@@ -424,9 +531,23 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
                               reduction: str = "mean", axis: Axis = -1) -> Loss:
     """Cross-entropy of predicted probabilities (Keras' from_logits=False).
 
-    Probabilities are clipped to [eps, 1 - eps] (eps defaults to the dtype's machine epsilon)
-    before the log.  `target` is class indices (the input's shape without `axis`) or one-hot /
-    probabilities (the input's shape).  "mean" averages over samples.
+    Parameters
+    ----------
+    probs : array_like
+        Predicted probabilities; the class axis is `axis`.
+    target : array_like
+        Class indices (the input's shape without `axis`) or one-hot / probabilities (the
+        input's shape).
+    eps : float, optional
+        Probabilities are clipped to [eps, 1 - eps] before the log; default: the input dtype's
+        machine epsilon.
+    reduction : {"mean", "sum", "none"}
+        "mean" averages over samples.
+    axis : int, default -1
+
+    Returns
+    -------
+    NumPy scalar (mean/sum) or per-sample ndarray ("none").
     """
     reduction = V.reduction(reduction)
     pc, rdt = V.float_input(probs, "probs")
@@ -446,8 +567,20 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
 
 
 def accuracy(scores: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
-    """Fraction of samples whose argmax over `axis` equals the target (class indices, or one-hot
-    / probabilities reduced by argmax).  Returns a Python float (NaN for an empty batch)."""
+    """Fraction of samples whose argmax over `axis` equals the target.
+
+    Parameters
+    ----------
+    scores : array_like
+        Logits or probabilities; the class axis is `axis`.
+    target : array_like
+        Class indices, or one-hot / probabilities (reduced by argmax).
+    axis : int, default -1
+
+    Returns
+    -------
+    float in [0, 1] (NaN for an empty batch).
+    """
     sc = np.asarray(scores)
     V.float_dtypes(sc.dtype, "scores")
     A, C, B, ax = V.split_axis(sc.shape, axis, "scores")
