@@ -11,10 +11,11 @@
  *   trick: after t = x*log2(e) + SHIFT the low mantissa bits of t hold n as an integer, so the
  *   integer is read from the bits of t without a float->int conversion instruction (which SSE2
  *   lacks for 64-bit lanes).  ln2 is split in a high part with trailing zero bits and a low
- *   part (Cody-Waite) so n*LN2_HI is exact.  e^r is a polynomial (Cephes' minimax for float,
- *   Taylor to degree 13 for double: truncation < 5e-18 on |r| <= 0.347).  2^n is built from
- *   exponent bits in two factors 2^n1 * 2^n2 (n1 = floor(n/2)), each a normal number, so the
- *   single rounding happens in the final product and subnormal results are correctly rounded.
+ *   part (Cody-Waite) so n*LN2_HI is exact.  e^r is a polynomial (Cephes' minimax for float;
+ *   for double a degree-11 Chebyshev interpolant: truncation < 5e-18 on |r| <= 0.347).
+ *   2^n is built from exponent bits in two factors 2^n1 * 2^n2 (n1 = floor(n/2)), each a
+ *   normal number, so the single rounding happens in the final product and subnormal results
+ *   are correctly rounded.
  *
  * log(x) for x > 0:  x = 2^k * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(z) with
  *   z = (f-1)/(f+1), |z| <= 0.1716, an odd series in z.
@@ -85,18 +86,18 @@ FCE_INLINE double fce_exp_d(double x)
     double n = t - SHIFT;
     double r = xc - n * LN2_HI;
     r = r - n * LN2_LO;
-    double p = 1.0 / 6227020800.0;                 /* 1/13! */
-    p = p * r + 1.0 / 479001600.0;
-    p = p * r + 1.0 / 39916800.0;
-    p = p * r + 1.0 / 3628800.0;
-    p = p * r + 1.0 / 362880.0;
-    p = p * r + 1.0 / 40320.0;
-    p = p * r + 1.0 / 5040.0;
-    p = p * r + 1.0 / 720.0;
-    p = p * r + 1.0 / 120.0;
-    p = p * r + 1.0 / 24.0;
-    p = p * r + 1.0 / 6.0;
-    p = p * r + 0.5;
+    /* degree-11 interpolant of e^r at the Chebyshev nodes of [-ln2/2, ln2/2] (truncation error
+     * 4e-18, two terms fewer than the Taylor series of the same accuracy) */
+    double p = 2.5110037605963777e-08;
+    p = p * r + 2.763263963904103e-07;
+    p = p * r + 2.755724091857897e-06;
+    p = p * r + 2.4801485482328494e-05;
+    p = p * r + 0.00019841269890047113;
+    p = p * r + 0.0013888888952314775;
+    p = p * r + 0.008333333333319601;
+    p = p * r + 0.0416666666664881;
+    p = p * r + 0.1666666666666668;
+    p = p * r + 0.5000000000000019;
     p = p * (r * r) + r + 1.0;
     double t1 = (n * 0.5 - 0.25) + SHIFT;
     double n1 = t1 - SHIFT;
