@@ -48,6 +48,36 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
     return fce_combine_lanes(acc) + tail;
 }
 
+/* sum_{j != skip} exp(x_j - m) in double, in one pass (the skipped term is masked, not split
+ * out, so there is one scalar tail instead of two); stores every exp, the skipped one included,
+ * in e when e != NULL (e may alias x). */
+FCE_INLINE double S(row_sumexp_skip_k)(const T *x, fce_idx n, T m, T *e, fce_idx skip,
+                                       const int store)
+{
+    double acc[FCE_LANES] = {0};
+    double tail = 0.0;
+    fce_idx j = 0;
+    int k;
+    for (; j + FCE_LANES <= n; j += FCE_LANES)
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) {
+            T v = FCE_EXP(x[j + k] - m);
+            if (store) e[j + k] = v;
+            acc[k] += j + k == skip ? 0.0 : (double)v;
+        }
+    for (; j < n; j++) {
+        T v = FCE_EXP(x[j] - m);
+        if (store) e[j] = v;
+        tail += j == skip ? 0.0 : (double)v;
+    }
+    return fce_combine_lanes(acc) + tail;
+}
+
+FCE_INLINE double S(row_sumexp_skip)(const T *x, fce_idx n, T m, T *e, fce_idx skip)
+{
+    return e ? S(row_sumexp_skip_k)(x, n, m, e, skip, 1) : S(row_sumexp_skip_k)(x, n, m, e, skip, 0);
+}
+
 /*
  * rest = s - 1 for s = sum_j exp(x_j - m), without rounding 1 + tiny.  When s >= 1.5 (or NaN),
  * s - 1 is exact to a few ulps.  Otherwise the row is confident: one term is exp(0) = 1 (the
@@ -448,9 +478,8 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const S(ce
     T m = S(row_max)(xr, C);
     T xy = xr[y];
     double wd = spread != 0.0 ? S(row_wdist)(xr, a->w, C, m) : 0.0;
-    /* exps of the two sides of the target, so r = sum_{j != y} e_j is exact */
-    double r = S(row_sumexp)(xr, y, m, gr)
-             + S(row_sumexp)(xr + y + 1, C - y - 1, m, gr ? gr + y + 1 : NULL);
+    /* the target's exp left out of the sum, so r = sum_{j != y} e_j is exact */
+    double r = S(row_sumexp_skip)(xr, C, m, gr, y);
     double ey = (double)FCE_EXP(xy - m);
     double s = r + ey, log_s = log(s);
     double nll = S(ce_nll_from_parts)(m, xy, ey, log_s, log1p(r));
