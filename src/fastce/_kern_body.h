@@ -828,11 +828,14 @@ FCE_INLINE T S(bce_logits_one)(T xv, T yv, T p, T wv, T gs, T *g)
 {
     T av = xv < 0 ? -xv : xv;
     T e = FCE_EXP(-av);
-    T sp = FCE_LOG1P(e);
+    /* log1p(e) = log(w) + (e - (w - 1)) / w with w = 1 + e (as fce_log1p), sharing 1/w with the
+     * sigmoid below: divisions are the slowest vector op here, in float64 especially. */
+    T w = 1 + e;
+    T inv = 1 / w;
+    T sp = FCE_LOG(w) + (e - (w - 1)) * inv;
     T L = 1 + (p - 1) * yv;
     T coef = xv >= 0 ? 1 - yv : p * yv;
     T lin = coef == 0 ? (T)0 : coef * av;
-    T inv = 1 / (1 + e);
     T sig_pos = xv >= 0 ? inv : e * inv;     /* sigmoid(x) */
     T sig_neg = xv >= 0 ? e * inv : inv;     /* sigmoid(-x) */
     *g = gs * wv * ((1 - yv) * sig_pos - p * yv * sig_neg);
