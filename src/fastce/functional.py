@@ -554,14 +554,15 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
     A, C, B, ax = V.split_axis(pc.shape, axis, "probs")
     samples = V.sample_shape(pc.shape, ax)
     e = V.eps_value(eps, rdt)          # the input dtype's epsilon (float16's for float16 input)
-    logp = np.log(np.clip(pc, e, 1.0 - e))
     if V.target_format(target, pc.shape, samples) == "index":
         t = V.class_index_target(target, samples, C, None, pc.shape)
-        per = -np.take_along_axis(logp, np.expand_dims(t, ax), axis=ax).squeeze(ax)
+        # gather first: one log per sample, not per class
+        py = np.take_along_axis(pc, np.expand_dims(t, ax), axis=ax).squeeze(ax)
+        per = -np.log(np.clip(py, e, 1.0 - e))
     else:
         q = V.same_dtype_input(target, pc.dtype, "target")
         V.same_shape(pc, q, "probs", "target")
-        per = -(q * logp).sum(axis=ax, dtype=np.float64)
+        per = -(q * np.log(np.clip(pc, e, 1.0 - e))).sum(axis=ax, dtype=np.float64)
     per = np.asarray(per, dtype=np.float64).reshape(-1)
     return _reduce(per, reduction, float(per.size), samples, pc.dtype)
 
