@@ -469,8 +469,10 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const S(ce
     double keep = 1.0 - a->eps, spread = a->eps / (double)C;
     fce_idx j;
     int64_t y = a->tgt[sidx];
-    if (y == a->ignore) {
-        a->loss[sidx] = 0.0;
+    if (y == a->ignore || (uint64_t)y >= (uint64_t)C) {
+        /* out of range despite validation (the caller's target array changed under us):
+         * NaN, never an out-of-bounds access */
+        a->loss[sidx] = y == a->ignore ? 0.0 : NAN;
         if (gr) memset(gr, 0, (size_t)C * sizeof(T));
         return;
     }
@@ -510,7 +512,7 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     const int64_t *tg = a->tgt + soff;
     T m[FCE_TILE], xy[FCE_TILE], live[FCE_TILE], kpt[FCE_TILE], kst[FCE_TILE];
     double r[FCE_TILE], wd[FCE_TILE], ey[FCE_TILE], s[FCE_TILE], ls[FCE_TILE], l1r[FCE_TILE];
-    double gg[FCE_TILE], wyv[FCE_TILE], zc[FCE_TILE], dxy[FCE_TILE], liv[FCE_TILE];
+    double gg[FCE_TILE], wyv[FCE_TILE], zc[FCE_TILE], dxy[FCE_TILE], liv[FCE_TILE], bad[FCE_TILE];
     int64_t yy[FCE_TILE];
     fce_idx c, b;
     int64_t ignore = a->ignore;
@@ -522,16 +524,24 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     for (b = 0; b < bw; b++) {
         int64_t y = tg[b];
         int ign = y == ignore;
-        yy[b] = ign ? -1 : y;                  /* -1 never matches a class below */
-        liv[b] = ign ? 0.0 : 1.0;
+        /* validated in Python; re-checked so a target changed under us gives NaN, not an
+         * out-of-bounds access */
+        int out_of_range = !ign && (uint64_t)y >= (uint64_t)C;
+        yy[b] = ign || out_of_range ? -1 : y;  /* -1 never matches a class below */
+        liv[b] = ign || out_of_range ? 0.0 : 1.0;
+        bad[b] = out_of_range ? NAN : 0.0;
     }
     memset(r, 0, (size_t)bw * sizeof(double));
     memset(wd, 0, (size_t)bw * sizeof(double));
-    /* gather; y is valid when not ignored (checked in Python), class 0 stands in otherwise */
-    _Pragma("omp simd")
-    for (b = 0; b < bw; b++) {
-        T v = xt[(yy[b] < 0 ? 0 : yy[b]) * st + b];
-        xy[b] = yy[b] < 0 ? m[b] : v;
+    /* gather; class 0 stands in for ignored samples (C == 0: there is no class to read) */
+    if (C > 0) {
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            T v = xt[(yy[b] < 0 ? 0 : yy[b]) * st + b];
+            xy[b] = yy[b] < 0 ? m[b] : v;
+        }
+    } else {
+        for (b = 0; b < bw; b++) xy[b] = m[b];
     }
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
@@ -539,7 +549,7 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         live[b] = (T)liv[b];
         gg[b] = liv[b] * gcoef * (gsc ? gsc[b] : 1.0);
     }
-    if (w) {
+    if (w && C > 0) {
         _Pragma("omp simd")
         for (b = 0; b < bw; b++) wyv[b] = liv[b] != 0.0 ? w[yy[b] < 0 ? 0 : yy[b]] : 0.0;
     } else {
@@ -581,7 +591,7 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         double smooth = wd[b] + W * ls[b];
         double lse = (double)m[b] + ls[b];
         double l = keep * wyv[b] * nll + spread * smooth + S(zloss)(zl, lse);
-        loss[b] = liv[b] != 0.0 ? l : 0.0;
+        loss[b] = (liv[b] != 0.0 ? l : 0.0) + bad[b];
         zc[b] = S(zcoef)(zl, lse);
         kpt[b] = (T)(gg[b] * (keep * wyv[b] + spread * W + zc[b]) / s[b]);
         kst[b] = (T)(gg[b] * spread);
@@ -791,10 +801,11 @@ FCE_KERNEL static void S(nll_item)(const T *x, fce_idx A, fce_idx C, fce_idx B, 
     for (b = 0; b < it.bw; b++) {
         fce_idx sidx = it.soff + b, base = it.off + b * bs;
         int64_t y = a->tgt[sidx];
-        int ign = y == a->ignore;
+        int out_of_range = y != a->ignore && (uint64_t)y >= (uint64_t)C;   /* see ce_index_row */
+        int ign = y == a->ignore || out_of_range;
         double wy = ign ? 0.0 : (a->w ? a->w[y] : 1.0);
         /* read before zeroing: grad may alias x */
-        a->loss[sidx] = ign ? 0.0 : -wy * (double)x[base + y * cs];
+        a->loss[sidx] = out_of_range ? NAN : ign ? 0.0 : -wy * (double)x[base + y * cs];
         if (!grad) continue;
         for (c = 0; c < C; c++) grad[base + c * cs] = 0;
         if (!ign) grad[base + y * cs] = (T)(-a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0) * wy);
@@ -854,7 +865,7 @@ FCE_INLINE T S(bce_one)(T p, T yv, T unused, T wv, T gs, T *g)
     lp = lp < (T)-100 ? (T)-100 : lp;
     lq = lq < (T)-100 ? (T)-100 : lq;
     T den = p * (1 - p);
-    den = den < (T)1e-12 ? (T)1e-12 : den;
+    den = den < (T)1e-12f ? (T)1e-12f : den;   /* torch's EPSILON is the float 1e-12 */
     *g = gs * wv * (p - yv) / den;
     return -wv * (yv * lp + (1 - yv) * lq);
 }

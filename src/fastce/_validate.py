@@ -15,6 +15,13 @@ _INT64 = np.iinfo(np.int64)
 
 # ------------------------------------------------------------------------------ dtypes
 
+def kernel_array(a, dtype):
+    """`a` as an array the kernels may read: `dtype`, C-contiguous and aligned (a view with a
+    byte offset, e.g. from np.frombuffer, is copied: vectorised C code may assume alignment).
+    No copy when `a` already qualifies."""
+    return np.require(np.asarray(a, dtype=dtype), requirements=["C", "A"])
+
+
 def float_dtypes(dtype, name):
     """(compute dtype, result dtype) for an input of `dtype`.
 
@@ -40,14 +47,14 @@ def float_input(x, name):
     """
     arr = np.asarray(x)
     compute, result = float_dtypes(arr.dtype, name)
-    return np.asarray(arr, dtype=compute, order="C"), result
+    return kernel_array(arr, compute), result
 
 
 def same_dtype_input(x, dtype, name):
     """A second operand (target, weight, ...) cast to the first operand's compute dtype."""
     arr = np.asarray(x)
     float_dtypes(arr.dtype, name)          # rejects complex/object/str with a clear message
-    return np.asarray(arr, dtype=dtype, order="C")
+    return kernel_array(arr, dtype)
 
 
 # ------------------------------------------------------------------------------ shapes
@@ -109,8 +116,9 @@ def z_loss(value):
     return z
 
 
-def softcap(value):
-    """None (off) -> 0.0, the kernels' "no softcap"; otherwise a finite positive float."""
+def softcap(value, dtype=np.float64):
+    """None (off) -> 0.0, the kernels' "no softcap"; otherwise a positive float that is a
+    normal number of the compute `dtype` (the kernels divide by it in that dtype)."""
     if value is None:
         return 0.0
     try:
@@ -119,6 +127,10 @@ def softcap(value):
         raise TypeError(f"softcap must be a number or None; got {value!r}") from None
     if not (math.isfinite(c) and c > 0.0):
         raise ValueError(f"softcap must be finite and > 0 (or None); got {value!r}")
+    info = np.finfo(dtype)
+    if not float(info.tiny) <= c <= float(info.max):
+        raise ValueError(f"softcap {value!r} is not a normal {np.dtype(dtype).name} number "
+                         f"(the compute dtype); use a value in [{info.tiny}, {info.max}]")
     return c
 
 
@@ -178,7 +190,7 @@ def class_index_target(target, samples, C, ignore, logits_shape):
             raise IndexError(
                 f"target value {value} is out of bounds for {C} classes "
                 f"(valid: 0..{C - 1}" + (f", or ignore_index={ignore})" if ignore is not None else ")"))
-    return np.asarray(t, dtype=np.int64, order="C")
+    return kernel_array(t, np.int64)
 
 
 def target_format(target, logits_shape, samples):
@@ -207,7 +219,7 @@ def probability_target(target, shape, compute):
             f"{tuple(t.shape)} (class-index targets drop the class axis)")
     if tuple(t.shape) != tuple(shape):
         raise ValueError(f"target shape {tuple(t.shape)} does not match input shape {tuple(shape)}")
-    return np.asarray(t, dtype=compute, order="C")
+    return kernel_array(t, compute)
 
 
 # ------------------------------------------------------------------------------ weights
@@ -220,7 +232,7 @@ def class_weight(weight, C):
     float_dtypes(w.dtype, "weight")
     if w.shape != (C,):
         raise ValueError(f"weight must have shape ({C},) (one per class); got {tuple(w.shape)}")
-    return np.asarray(w, dtype=np.float64, order="C")
+    return kernel_array(w, np.float64)
 
 
 def broadcast_weight(weight, shape, compute, name="weight"):
@@ -234,7 +246,7 @@ def broadcast_weight(weight, shape, compute, name="weight"):
     except ValueError:
         raise ValueError(f"{name} shape {tuple(w.shape)} does not broadcast to input shape "
                          f"{tuple(shape)}") from None
-    return np.asarray(full, dtype=compute, order="C")
+    return kernel_array(full, compute)
 
 
 def pos_weight(value, shape, compute):
@@ -248,7 +260,7 @@ def pos_weight(value, shape, compute):
     if any(d != 1 for d in lead) or (pw.ndim and pw.shape[-1] not in (1, K)) or pw.ndim > max(len(shape), 1):
         raise ValueError(f"pos_weight must broadcast along the last axis of the input: shape "
                          f"{tuple(pw.shape)} given, input shape {tuple(shape)} (expected ({K},))")
-    return np.asarray(np.broadcast_to(pw.reshape(-1), (K,)), dtype=compute, order="C")
+    return kernel_array(np.broadcast_to(pw.reshape(-1), (K,)), compute)
 
 
 # ------------------------------------------------------------------------------ grad_output
@@ -270,7 +282,7 @@ def grad_output_array(g, shape, dtype):
     except ValueError:
         raise ValueError(f"grad_output shape {tuple(g.shape)} does not broadcast to the "
                          f"per-sample loss shape {tuple(shape)}") from None
-    return np.asarray(full, dtype=dtype, order="C").reshape(-1)
+    return kernel_array(full, dtype).reshape(-1)
 
 
 # ------------------------------------------------------------------------------ out= buffers
@@ -286,6 +298,8 @@ def check_out(out, shape, dtype, name="out"):
         raise ValueError(f"{name} is read-only")
     if not out.flags.c_contiguous:
         raise ValueError(f"{name} must be C-contiguous")
+    if not out.flags.aligned:
+        raise ValueError(f"{name} must be aligned for its dtype")
 
 
 def _safe_alias(out, src, in_place_ok):

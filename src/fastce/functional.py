@@ -93,7 +93,8 @@ def _rowwise(kind, x, axis, out):
     xc, rdt = V.float_input(x, "x")
     A, C, B, _ = V.split_axis(xc.shape, axis, "x")
     buf, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc,))
-    _softmax.rowwise(kind, xc.reshape(-1), A, C, B, buf.reshape(-1), _nthreads(xc.size))
+    if xc.size:                 # (an empty array can still have many empty rows: skip them)
+        _softmax.rowwise(kind, xc.reshape(-1), A, C, B, buf.reshape(-1), _nthreads(xc.size))
     return V.deliver(buf, pending, rdt)
 
 
@@ -115,7 +116,10 @@ def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
     xc, rdt = V.float_input(x, "x")
     A, C, B, ax = V.split_axis(xc.shape, axis, "x")
     res = np.empty(V.sample_shape(xc.shape, ax), dtype=xc.dtype)
-    _softmax.logsumexp(xc.reshape(-1), A, C, B, res.reshape(-1), _nthreads(xc.size))
+    if C == 0:
+        res.fill(-np.inf)       # log of an empty sum, as torch.logsumexp
+    elif res.size:
+        _softmax.logsumexp(xc.reshape(-1), A, C, B, res.reshape(-1), _nthreads(xc.size))
     res = res.astype(rdt, copy=False)
     return res[()] if res.ndim == 0 else res
 
@@ -174,8 +178,9 @@ def _vjp(kind, output, grad_output, axis, out):
     V.same_shape(yc, gc, "output", "grad_output")
     A, C, B, _ = V.split_axis(yc.shape, axis, "output")
     buf, pending = V.output_buffer(out, yc.shape, rdt, yc.dtype, (yc, gc))
-    _softmax.vjp(kind, yc.reshape(-1), gc.reshape(-1), A, C, B, buf.reshape(-1),
-                 _nthreads(yc.size))
+    if yc.size:
+        _softmax.vjp(kind, yc.reshape(-1), gc.reshape(-1), A, C, B, buf.reshape(-1),
+                     _nthreads(yc.size))
     return V.deliver(buf, pending, rdt)
 
 
@@ -227,18 +232,19 @@ def _index_denominator(t, w, ignore):
     return float(w[t[kept]].sum(dtype=np.float64))
 
 
-def _ce_options(reduction, label_smoothing, z_loss, softcap, ignore_index):
-    """The validated scalar options shared by every cross-entropy entry point."""
+def _ce_options(reduction, label_smoothing, z_loss, ignore_index):
+    """The validated scalar options shared by every cross-entropy entry point (softcap is
+    checked once the compute dtype is known)."""
     return (V.reduction(reduction), V.label_smoothing(label_smoothing), V.z_loss(z_loss),
-            V.softcap(softcap), V.ignore_index(ignore_index))
+            V.ignore_index(ignore_index))
 
 
 def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smoothing, axis,
                 want_grad, grad_output, out, z_loss=0.0, softcap=None):
     """Shared driver of cross_entropy (kind='ce') and nll_loss (kind='nll')."""
-    reduction, eps, zl, cap, ignore = _ce_options(reduction, label_smoothing, z_loss, softcap,
-                                                  ignore_index)
+    reduction, eps, zl, ignore = _ce_options(reduction, label_smoothing, z_loss, ignore_index)
     xc, rdt = V.float_input(inp, "input")
+    cap = V.softcap(softcap, xc.dtype)
     A, C, B, ax = V.split_axis(xc.shape, axis, "input")
     samples = V.sample_shape(xc.shape, ax)
     w = V.class_weight(weight, C)
@@ -265,7 +271,10 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
                      if want_grad else (None, None))
     gflat = grad.reshape(-1) if grad is not None else None
 
-    if fmt == "index":
+    if xc.size == 0:
+        # no logits: every sample is ignored (validated) or has no class mass, loss 0
+        loss.fill(0.0)
+    elif fmt == "index":
         W = float(w.sum()) if w is not None else float(C)
         _ce.cross_entropy_index(xc.reshape(-1), t.reshape(-1), w, W, ignore, eps, A, C, B,
                                 loss, gflat, gcoef, gscale, nth, kind == "nll", zl, cap)
@@ -642,11 +651,11 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
     loss, or (loss, grad_input, grad_linear_weight) with return_grad=True, plus
     grad_linear_bias when a bias is given.
     """
-    reduction, eps, zl, cap, ignore = _ce_options(reduction, label_smoothing, z_loss, softcap,
-                                                  ignore_index)
+    reduction, eps, zl, ignore = _ce_options(reduction, label_smoothing, z_loss, ignore_index)
     X0, in_dt = V.float_input(input, "input")
     W0, w_dt = V.float_input(linear_weight, "linear_weight")
     dtype = np.promote_types(X0.dtype, W0.dtype)
+    cap = V.softcap(softcap, dtype)
     X = np.asarray(X0, dtype=dtype)
     Wm = np.asarray(W0, dtype=dtype)
     if Wm.ndim != 2:
@@ -697,7 +706,9 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
         G = L.reshape(-1) if return_grad else None
         gs = gscale[s:e] if gscale is not None else None
         nth = _nthreads(L.size)
-        if fmt == "index":
+        if L.size == 0:             # V == 0: every target ignored (validated), loss 0
+            loss[s:e] = 0.0
+        elif fmt == "index":
             _ce.cross_entropy_index(L.reshape(-1), t[s:e], w, W_sum, ignore, eps, e - s, Vn, 1,
                                     loss[s:e], G, gcoef, gs, nth, False, zl, cap)
         else:
