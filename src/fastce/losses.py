@@ -166,6 +166,16 @@ def _opt_weight(weight: Optional[ArrayLike]) -> Optional[np.ndarray]:
     return None if weight is None else np.asarray(weight)
 
 
+def _class_repr_items(crit: Any) -> list:
+    """repr options shared by the class-index criteria (CrossEntropyLoss, NLLLoss)."""
+    items = [("reduction", crit.reduction), ("axis", crit.axis)]
+    if crit.weight is not None:
+        items.append(("weight", crit.weight.tolist()))
+    if crit.ignore_index != -100:
+        items.append(("ignore_index", crit.ignore_index))
+    return items
+
+
 class CrossEntropyLoss(_Criterion):
     """Cross-entropy of logits and targets as a criterion object (``torch.nn.CrossEntropyLoss``).
 
@@ -219,11 +229,7 @@ class CrossEntropyLoss(_Criterion):
         return kw
 
     def _repr_items(self) -> list:
-        items = [("reduction", self.reduction), ("axis", self.axis)]
-        if self.weight is not None:
-            items.append(("weight", self.weight.tolist()))
-        if self.ignore_index != -100:
-            items.append(("ignore_index", self.ignore_index))
+        items = _class_repr_items(self)
         if self.label_smoothing:
             items.append(("label_smoothing", self.label_smoothing))
         if self.z_loss:
@@ -261,12 +267,7 @@ class NLLLoss(_Criterion):
         return dict(weight=self.weight, ignore_index=self.ignore_index, axis=self.axis)
 
     def _repr_items(self) -> list:
-        items = [("reduction", self.reduction), ("axis", self.axis)]
-        if self.weight is not None:
-            items.append(("weight", self.weight.tolist()))
-        if self.ignore_index != -100:
-            items.append(("ignore_index", self.ignore_index))
-        return items
+        return _class_repr_items(self)
 
 
 class BCEWithLogitsLoss(_Criterion):
