@@ -19,7 +19,11 @@ def kernel_array(a, dtype):
     """`a` as an array the kernels may read: `dtype`, C-contiguous and aligned (a view with a
     byte offset, e.g. from np.frombuffer, is copied: vectorised C code may assume alignment).
     No copy when `a` already qualifies."""
-    return np.require(np.asarray(a, dtype=dtype), requirements=["C", "A"])
+    a = np.asarray(a, dtype=dtype)
+    flags = a.flags
+    if flags.c_contiguous and flags.aligned:
+        return a
+    return np.require(a, requirements=["C", "A"])
 
 
 def float_dtypes(dtype, name):
@@ -266,6 +270,8 @@ def pos_weight(value, shape, compute):
 # ------------------------------------------------------------------------------ grad_output
 
 def grad_output_scalar(g):
+    if type(g) is float or type(g) is int:     # the common case, without NumPy calls
+        return float(g)
     if np.ndim(g) != 0:
         raise ValueError(f"grad_output must be a scalar for a reduced loss; got shape {np.shape(g)}")
     g = np.asarray(g)
