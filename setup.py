@@ -47,7 +47,7 @@ class BuildExt(build_ext):
         compile_args, link_args = [], []
         if ctype == "unix":
             # -fno-math-errno / -fno-trapping-math let GCC vectorise the select-based math in
-            # _simd.h; unlike -ffast-math they keep inf/NaN semantics.
+            # _simd.h; unlike GCC's fast-math mode they keep inf/NaN semantics.
             compile_args += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                              "-Wno-unused-function", "-Wno-unreachable-code"]
             if _flag("FASTCE_NATIVE"):

@@ -1,8 +1,8 @@
 /*
  * Vectorisable elementary functions with IEEE special cases, for fastce's kernels.
  *
- * Why not libm: a loop calling expf() cannot be vectorised without -ffast-math, and
- * -ffast-math breaks what we promise (-inf logits are "masked", NaN propagates).  These
+ * Why not libm: a loop calling expf() cannot be vectorised without GCC's fast-math mode, and
+ * fast-math breaks what we promise (-inf logits are "masked", NaN propagates).  These
  * functions are branch-free straight-line code (clamps and special cases are selects written
  * as comparisons, so NaN falls through every one of them), which GCC turns into SIMD code at
  * -O3 on SSE2, AVX2 and AVX-512 alike.
