@@ -441,11 +441,8 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     if reduction == "none":
         value = loss
     else:
-        total = chunk_sum.sum()
-        if reduction == "mean":
-            with np.errstate(invalid="ignore", divide="ignore"):
-                total = total / np.float64(n)
-        value = _scalar(total, xc.dtype)
+        total = float(chunk_sum.sum())
+        value = _scalar(_ieee_div(total, n) if reduction == "mean" else total, xc.dtype)
     if not want_grad:
         return value
     return value, V.deliver(grad, pending, rdt)
