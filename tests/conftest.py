@@ -285,3 +285,14 @@ def torch_ce_fn(torch, F, target, kw, reduction, loss="cross_entropy"):
 
     return call
 
+
+
+def assert_loss_and_grad(loss_fn, grad_fn, x, t, kw, reduction, grad_output, want_loss, want_grad,
+                         dtype, per_sample):
+    """Loss (type and value) and grad_output-scaled gradient (type and value) of one case."""
+    loss = loss_fn(x, t, reduction=reduction, **kw)
+    check_loss_type(loss, reduction, dtype, per_sample)
+    assert_close(loss, want_loss, dtype)
+    grad = grad_fn(x, t, reduction=reduction, grad_output=grad_output, **kw)
+    check_grad_type(grad, x.shape, dtype)
+    assert_close(grad, want_grad, dtype, kind="grad")

@@ -20,6 +20,7 @@ from conftest import (
     per_sample_shape,
     torch_ce_fn,
     torch_loss_and_grad,
+    assert_loss_and_grad,
 )
 from reference import ref_log_softmax, ref_nll_loss
 
@@ -44,12 +45,7 @@ def test_parity_with_torch(torch, F, rng, layout, option, reduction, dtype):
     want_loss, want_grad = torch_loss_and_grad(
         torch, torch_ce_fn(torch, F, t, kw, reduction, loss="nll"), x, kw["axis"], go, reduction
     )
-    loss = nll(x, t, reduction=reduction, **kw)
-    check_loss_type(loss, reduction, dtype, ps)
-    assert_close(loss, want_loss, dtype)
-    grad = nll_grad(x, t, reduction=reduction, grad_output=go, **kw)
-    check_grad_type(grad, x.shape, dtype)
-    assert_close(grad, want_grad, dtype, kind="grad")
+    assert_loss_and_grad(nll, nll_grad, x, t, kw, reduction, go, want_loss, want_grad, dtype, ps)
 
 
 @pytest.mark.parametrize("reduction", REDUCTIONS)
