@@ -12,8 +12,6 @@ from conftest import (
     NLL_OPTIONS,
     REDUCTIONS,
     assert_close,
-    check_grad_type,
-    check_loss_type,
     fd_grad,
     make_ce_case,
     make_grad_output,
