@@ -4,7 +4,8 @@ Stable log_softmax / softmax / logsumexp, cross-entropy from logits (class-index
 targets), NLL, binary cross-entropy from logits and from probabilities, their gradients and
 fused loss+gradient, with torch.nn.functional semantics.
 """
-from ._threads import OPENMP, get_num_threads
+from ._parallel import get_num_threads
+from ._threads import OPENMP
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
 from .functional import (
     accuracy,

@@ -17,7 +17,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as V
 from . import _binary, _ce, _softmax
-from ._threads import get_num_threads
+from ._parallel import PARALLEL_MIN_ELEMENTS, nthreads as _nthreads
 
 __all__ = [
     "log_softmax", "softmax", "logsumexp", "log_softmax_vjp", "softmax_vjp",
@@ -33,16 +33,8 @@ Loss = Union[np.floating, FloatArray]
 LossOrGrad = Union[Loss, Tuple[Loss, FloatArray]]
 Axis = int
 
-# Below this many elements a kernel runs on the calling thread: starting an OpenMP team costs
-# more than the work.  Measured (fused CE, C = 10 and 1000): two threads tie one at 4K elements
-# and win from 8K on.
-PARALLEL_MIN_ELEMENTS = 1 << 13
 # Elements per chunk of the elementwise (binary) losses; fixed so sums are thread-independent.
 BINARY_CHUNK = 1 << 14
-
-
-def _nthreads(n_elements):
-    return 1 if n_elements < PARALLEL_MIN_ELEMENTS else get_num_threads()
 
 
 def _scalar(value, dtype):
