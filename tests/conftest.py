@@ -99,18 +99,21 @@ def grad_tol(dtype):
 
 def assert_close(actual, desired, dtype=np.float64, kind="loss", err_msg=""):
     tol = loss_tol(dtype) if kind == "loss" else grad_tol(dtype)
+    if kind == "loss" and getattr(actual, "dtype", None) == np.float16:
+        tol = grad_tol(np.float16)      # per-sample float16 losses are stored in float16
     np.testing.assert_allclose(
         np.asarray(actual, dtype=np.float64), np.asarray(desired, dtype=np.float64), err_msg=err_msg, **tol
     )
 
 
 def check_loss_type(loss, reduction, in_dtype, per_sample_shape):
-    """mean/sum -> NumPy scalar of the compute dtype; none -> ndarray of per-sample shape."""
+    """mean/sum -> NumPy scalar of the compute dtype; none -> ndarray of the per-sample shape
+    in the input's float dtype (float16 for float16 input, like every other result)."""
     cd = compute_dtype(in_dtype)
     if reduction == "none":
         assert isinstance(loss, np.ndarray), type(loss)
         assert loss.shape == tuple(per_sample_shape)
-        assert loss.dtype == cd, (loss.dtype, cd)
+        assert loss.dtype == grad_dtype(in_dtype), (loss.dtype, grad_dtype(in_dtype))
     else:
         assert type(loss) is cd.type, f"expected {cd.type.__name__}, got {type(loss).__name__}"
 

@@ -13,17 +13,38 @@ REDUCTIONS = ("mean", "sum", "none")
 _INT64 = np.iinfo(np.int64)
 
 
-# ------------------------------------------------------------------------------ dtypes
+# ------------------------------------------------------------------------------ arrays
+
+def plain_array(a, name):
+    """`a` as an ndarray (no copy when it is one), refusing masked arrays.
+
+    np.asarray drops a mask silently, so a masked logit or target would be used with whatever
+    value sits under the mask.  Rather than guess what a mask should mean for each argument,
+    every entry point refuses it and says how to express the intent explicitly.
+    """
+    if isinstance(a, np.ma.MaskedArray):
+        raise TypeError(
+            f"{name} is a numpy.ma.MaskedArray: masks are not supported (their masked values "
+            f"would be used silently). Mark ignored class-index targets explicitly with "
+            f"target.filled(ignore_index), or pass {name}.filled(value) / np.asarray({name}) "
+            f"if the masked values are meant to be used")
+    return np.asarray(a)
+
 
 def kernel_array(a, dtype):
     """`a` as an array the kernels may read: `dtype`, C-contiguous and aligned (a view with a
     byte offset, e.g. from np.frombuffer, is copied: vectorised C code may assume alignment).
     No copy when `a` already qualifies."""
     a = np.asarray(a, dtype=dtype)
+    if a.dtype.num != np.dtype(dtype).num:
+        # NumPy 1.x returns an equivalent type with another type number as it is (np.longlong
+        # where int64 is np.long), which the kernels' typenum checks refuse: view it as `dtype`.
+        a = a.view(dtype)
     flags = a.flags
     if flags.c_contiguous and flags.aligned:
         return a
     return np.require(a, requirements=["C", "A"])
+
 
 
 def float_dtypes(dtype, name):
@@ -49,14 +70,14 @@ def float_input(x, name):
 
     Returns (array, result dtype).
     """
-    arr = np.asarray(x)
+    arr = plain_array(x, name)
     compute, result = float_dtypes(arr.dtype, name)
     return kernel_array(arr, compute), result
 
 
 def same_dtype_input(x, dtype, name):
     """A second operand (target, weight, ...) cast to the first operand's compute dtype."""
-    arr = np.asarray(x)
+    arr = plain_array(x, name)
     float_dtypes(arr.dtype, name)          # rejects complex/object/str with a clear message
     return kernel_array(arr, dtype)
 
@@ -68,12 +89,9 @@ def split_axis(shape, axis, name="input"):
     ndim = len(shape)
     if ndim == 0:
         raise ValueError(f"{name} must have at least one dimension (the class axis); got shape ()")
-    try:
-        ax = operator.index(axis)
-    except TypeError:
-        raise TypeError(f"axis must be an integer; got {axis!r}") from None
+    ax = axis_option(axis)
     if not -ndim <= ax < ndim:
-        raise ValueError(f"axis {axis} is out of range for {name} of shape {tuple(shape)}")
+        raise ValueError(f"axis {_show(axis)} is out of range for {name} of shape {tuple(shape)}")
     ax %= ndim
     A = math.prod(shape[:ax])          # Python ints: exact, and far cheaper than np.prod
     B = math.prod(shape[ax + 1:])
@@ -91,32 +109,63 @@ def same_shape(a, b, what_a, what_b):
 
 
 # ------------------------------------------------------------------------------ options
+# One rule per kind of option, used by every entry point (functions, loss objects, fastce.torch,
+# fastce.dask):
+#   integer options (axis, ignore_index, chunk_size): Python/NumPy integers; bools are refused
+#     (as NumPy and torch refuse them) -> TypeError;
+#   real options (label_smoothing, z_loss, softcap, eps, scalar grad_output): real scalars;
+#     bools, strings, complex numbers and arrays with dimensions -> TypeError; a value outside
+#     the option's range, or an integer too large for a float -> ValueError naming the option.
+
+def _show(value):
+    """repr of a user value for a message, cut short (2**2000 has 603 digits)."""
+    r = repr(value)
+    return r if len(r) <= 48 else r[:40] + "...(" + str(len(r)) + " chars)"
+
+
+def integer_option(value, name):
+    if type(value) is int:                       # the common case, without further calls
+        return value
+    if isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be an integer, not a bool; got {value!r}")
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise TypeError(f"{name} must be an integer; got {_show(value)}") from None
+
+
+def real_option(value, name):
+    """A real scalar option as a Python float (see the rules above)."""
+    if type(value) is float:                     # the common case, without further calls
+        return value
+    if (isinstance(value, (bool, np.bool_, str, bytes, complex, np.complexfloating))
+            or np.ndim(value) != 0):
+        raise TypeError(f"{name} must be a real number; got {_show(value)}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name} {_show(value)} is too large for a float") from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{name} must be a real number; got {_show(value)}") from None
+
 
 def reduction(value):
     if not isinstance(value, str) or value not in REDUCTIONS:
-        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {value!r}")
+        raise ValueError(f"reduction must be one of {REDUCTIONS}; got {_show(value)}")
     return value
 
 
 def label_smoothing(value):
-    if isinstance(value, (str, bytes)):
-        raise TypeError(f"label_smoothing must be a number; got {value!r}")
-    try:
-        eps = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"label_smoothing must be a number; got {value!r}") from None
+    eps = real_option(value, "label_smoothing")
     if not 0.0 <= eps <= 1.0:
-        raise ValueError(f"label_smoothing must be in [0, 1]; got {value!r}")
+        raise ValueError(f"label_smoothing must be in [0, 1]; got {_show(value)}")
     return eps
 
 
 def z_loss(value):
-    try:
-        z = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"z_loss must be a number; got {value!r}") from None
+    z = real_option(value, "z_loss")
     if not (math.isfinite(z) and z >= 0.0):
-        raise ValueError(f"z_loss must be finite and >= 0; got {value!r}")
+        raise ValueError(f"z_loss must be finite and >= 0; got {_show(value)}")
     return z
 
 
@@ -125,45 +174,43 @@ def softcap(value, dtype=np.float64):
     normal number of the compute `dtype` (the kernels divide by it in that dtype)."""
     if value is None:
         return 0.0
-    try:
-        c = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(f"softcap must be a number or None; got {value!r}") from None
+    c = real_option(value, "softcap")
     if not (math.isfinite(c) and c > 0.0):
-        raise ValueError(f"softcap must be finite and > 0 (or None); got {value!r}")
+        raise ValueError(f"softcap must be finite and > 0 (or None); got {_show(value)}")
     info = np.finfo(dtype)
     if not float(info.tiny) <= c <= float(info.max):
-        raise ValueError(f"softcap {value!r} is not a normal {np.dtype(dtype).name} number "
+        raise ValueError(f"softcap {_show(value)} is not a normal {np.dtype(dtype).name} number "
                          f"(the compute dtype); use a value in [{info.tiny}, {info.max}]")
     return c
 
 
 def positive_int(value, name):
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"{name} must be an integer; got {value!r}") from None
+    v = integer_option(value, name)
     if v < 1:
         raise ValueError(f"{name} must be >= 1; got {v}")
     return v
 
 
+DEFAULT_IGNORE_INDEX = -100
+
+
 def ignore_index(value):
-    try:
-        v = operator.index(value)
-    except TypeError:
-        raise TypeError(f"ignore_index must be an integer; got {value!r}") from None
+    v = integer_option(value, "ignore_index")
     if not _INT64.min <= v <= _INT64.max:
-        raise ValueError(f"ignore_index {v} does not fit in int64")
+        raise ValueError(f"ignore_index {_show(v)} does not fit in int64")
     return v
+
+
+def axis_option(value):
+    return integer_option(value, "axis")
 
 
 def eps_value(value, dtype):
     if value is None:
         return float(np.finfo(dtype).eps)
-    eps = float(value)
+    eps = real_option(value, "eps")
     if not 0.0 <= eps < 0.5:
-        raise ValueError(f"eps must be in [0, 0.5); got {value!r}")
+        raise ValueError(f"eps must be in [0, 0.5); got {_show(value)}")
     return eps
 
 
@@ -174,7 +221,7 @@ def class_index_target(target, samples, C, ignore, logits_shape):
 
     Returns a C-contiguous int64 array.
     """
-    t = np.asarray(target)
+    t = plain_array(target, "target")
     if t.dtype.kind not in "iu":
         raise TypeError(
             f"class-index target must have an integer dtype; got {t.dtype} with shape "
@@ -215,8 +262,19 @@ def target_format(target, logits_shape, samples):
         f"targets have the input's shape")
 
 
-def probability_target(target, shape, compute):
-    t = np.asarray(target)
+def probability_target(target, shape, compute, ignore=DEFAULT_IGNORE_INDEX):
+    """Class probabilities of the input's shape, as `compute` floats.
+
+    `ignore` is the caller's ignore_index: it applies to class indices only, so a value other
+    than the default is refused here rather than silently having no effect (torch refuses
+    ignore_index >= 0 with probability targets; fastce refuses every explicit value).
+    """
+    if ignore != DEFAULT_IGNORE_INDEX:
+        raise ValueError(
+            f"ignore_index={_show(ignore)} applies to class-index targets only; this target has "
+            f"the input's shape {tuple(shape)} (class probabilities), which have no ignored "
+            f"samples. Drop ignore_index, or give per-sample weight 0 via reduction='none'")
+    t = plain_array(target, "target")
     if t.dtype.kind != "f":
         raise TypeError(
             f"probability target must have a float dtype; got {t.dtype} with the input's shape "
@@ -226,13 +284,59 @@ def probability_target(target, shape, compute):
     return kernel_array(t, compute)
 
 
+def unit_interval(a, name, what):
+    """Refuse values outside [0, 1] (NaN passes: it propagates to the result)."""
+    if a.size:
+        outside = (a < 0) | (a > 1)
+        if outside.any():
+            raise ValueError(f"{what}: {name} must be probabilities in [0, 1]; "
+                             f"found {a[outside].flat[0]!r}")
+
+
+def predicted_probabilities(probs, what):
+    """Predicted probabilities (the first argument of a loss on probabilities).
+
+    An integer or bool array is refused: predictions are floats, and an integer array there
+    almost always means the arguments were passed target-first (sklearn's and Keras' order).
+    """
+    p = plain_array(probs, "probs")
+    if p.dtype.kind not in "f":
+        raise TypeError(
+            f"{what}: probs must be floating-point predicted probabilities; got dtype "
+            f"{p.dtype}. The arguments are (probs, target), predictions first: sklearn's "
+            f"log_loss and Keras take the target first")
+    return p
+
+
+def distribution_target(target, shape, dtype, axis, what):
+    """A target distribution of the input's shape: entries in [0, 1] summing to 1 along `axis`
+    (up to rounding of the target's own dtype; label-smoothed targets qualify)."""
+    q = plain_array(target, "target")
+    float_dtypes(q.dtype, "target")
+    if tuple(q.shape) != tuple(shape):
+        raise ValueError(f"target shape {tuple(q.shape)} does not match probs shape {tuple(shape)}")
+    q = kernel_array(q, dtype)
+    unit_interval(q, "target", what)
+    if q.size:
+        tol = 1e-3 if np.dtype(dtype).itemsize < 8 else 1e-6
+        total = q.sum(axis=axis, dtype=np.float64)
+        off = ~(np.abs(total - 1.0) <= tol)         # NaN rows are left to propagate
+        off &= ~np.isnan(total)
+        if off.any():
+            raise ValueError(
+                f"{what}: each target row must be a distribution summing to 1 along axis "
+                f"{axis}; found a row summing to {total[off].flat[0]!r} (class-index targets "
+                f"drop the class axis; arguments are (probs, target))")
+    return q
+
+
 # ------------------------------------------------------------------------------ weights
 
 def class_weight(weight, C):
     """Per-class weights as C-contiguous float64 of shape (C,), or None."""
     if weight is None:
         return None
-    w = np.asarray(weight)
+    w = plain_array(weight, "weight")
     float_dtypes(w.dtype, "weight")
     if w.shape != (C,):
         raise ValueError(f"weight must have shape ({C},) (one per class); got {tuple(w.shape)}")
@@ -243,7 +347,7 @@ def broadcast_weight(weight, shape, compute, name="weight"):
     """Elementwise weights broadcast to `shape`, C-contiguous, or None."""
     if weight is None:
         return None
-    w = np.asarray(weight)
+    w = plain_array(weight, name)
     float_dtypes(w.dtype, name)
     try:
         full = np.broadcast_to(w, shape)
@@ -257,7 +361,7 @@ def pos_weight(value, shape, compute):
     """pos_weight broadcast along the last axis: returns a (K,) array with K = shape[-1]."""
     if value is None:
         return None
-    pw = np.asarray(value)
+    pw = plain_array(value, "pos_weight")
     float_dtypes(pw.dtype, "pos_weight")
     K = shape[-1] if len(shape) else 1
     lead = pw.shape[:-1] if pw.ndim else ()
@@ -270,18 +374,16 @@ def pos_weight(value, shape, compute):
 # ------------------------------------------------------------------------------ grad_output
 
 def grad_output_scalar(g):
-    if type(g) is float or type(g) is int:     # the common case, without NumPy calls
-        return float(g)
+    if type(g) is float:                        # the common case, without NumPy calls
+        return g
     if np.ndim(g) != 0:
         raise ValueError(f"grad_output must be a scalar for a reduced loss; got shape {np.shape(g)}")
-    g = np.asarray(g)
-    float_dtypes(g.dtype, "grad_output")
-    return float(g)
+    return real_option(g, "grad_output")
 
 
 def grad_output_array(g, shape, dtype):
     """grad_output for reduction='none': broadcast to the per-sample shape, flat, contiguous."""
-    g = np.asarray(g)
+    g = plain_array(g, "grad_output")
     float_dtypes(g.dtype, "grad_output")
     try:
         full = np.broadcast_to(g, shape)

@@ -190,9 +190,11 @@ def _grad_scaling(reduction, grad_output, denominator, samples):
     return (g / denominator if denominator != 0 else 0.0), None
 
 
-def _reduce(per_sample, reduction, denominator, samples, dtype):
+def _reduce(per_sample, reduction, denominator, samples, dtype, result_dtype=None):
+    """The loss value: per-sample losses in `result_dtype` (the input's float dtype, float16
+    for float16 input) for "none"; a NumPy scalar of the compute `dtype` for mean/sum."""
     if reduction == "none":
-        return per_sample.reshape(samples).astype(dtype)
+        return per_sample.reshape(samples).astype(result_dtype or dtype)
     total = float(per_sample.sum())
     if reduction == "sum":
         return _scalar(total, dtype)
@@ -251,7 +253,7 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
         t = V.class_index_target(target, samples, C, ignore, xc.shape)
         denominator = _index_denominator(t, w, ignore)
     else:
-        q = V.probability_target(target, xc.shape, xc.dtype)
+        q = V.probability_target(target, xc.shape, xc.dtype, ignore)
         denominator = float(A * B)
 
     gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
@@ -274,7 +276,7 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
         _ce.cross_entropy_prob(xc.reshape(-1), q.reshape(-1), w, eps, A, C, B, loss, gflat,
                                gcoef, gscale, nth, zl, cap)
 
-    value = _reduce(loss, reduction, denominator, samples, xc.dtype)
+    value = _reduce(loss, reduction, denominator, samples, xc.dtype, rdt)
     if not want_grad:
         return value
     return value, V.deliver(grad, pending, rdt)
@@ -397,11 +399,8 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     xc, rdt = V.float_input(inp, "input")
     y = V.same_dtype_input(target, xc.dtype, "target")
     V.same_shape(xc, y, "input", "target")
-    if kind == "probs" and xc.size:
-        outside = (xc < 0) | (xc > 1)
-        if outside.any():
-            raise ValueError("binary_cross_entropy: input probabilities must be in [0, 1]; "
-                             f"found {xc[outside].flat[0]!r}")
+    if kind == "probs":
+        V.unit_interval(xc, "input", "binary_cross_entropy")
     w = V.broadcast_weight(weight, xc.shape, xc.dtype)
     pw = V.pos_weight(pos_weight, xc.shape, xc.dtype) if kind == "logits" else None
     n = xc.size
@@ -431,7 +430,7 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
                    grad.reshape(-1) if grad is not None else None, gcoef, gscale, _nthreads(n))
 
     if reduction == "none":
-        value = loss
+        value = loss.astype(rdt, copy=False)
     else:
         total = float(chunk_sum.sum())
         value = _scalar(_ieee_div(total, n) if reduction == "mean" else total, xc.dtype)
@@ -547,9 +546,11 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
     -------
     NumPy scalar (mean/sum) or per-sample ndarray ("none").
     """
+    what = "categorical_cross_entropy"
     reduction = V.reduction(reduction)
-    pc, rdt = V.float_input(probs, "probs")
+    pc, rdt = V.float_input(V.predicted_probabilities(probs, what), "probs")
     A, C, B, ax = V.split_axis(pc.shape, axis, "probs")
+    V.unit_interval(pc, "probs", what)
     samples = V.sample_shape(pc.shape, ax)
     e = V.eps_value(eps, rdt)          # the input dtype's epsilon (float16's for float16 input)
     if V.target_format(target, pc.shape, samples) == "index":
@@ -558,11 +559,10 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
         py = np.take_along_axis(pc, np.expand_dims(t, ax), axis=ax).squeeze(ax)
         per = -np.log(np.clip(py, e, 1.0 - e))
     else:
-        q = V.same_dtype_input(target, pc.dtype, "target")
-        V.same_shape(pc, q, "probs", "target")
+        q = V.distribution_target(target, pc.shape, pc.dtype, ax, what)
         per = -(q * np.log(np.clip(pc, e, 1.0 - e))).sum(axis=ax, dtype=np.float64)
     per = np.asarray(per, dtype=np.float64).reshape(-1)
-    return _reduce(per, reduction, float(per.size), samples, pc.dtype)
+    return _reduce(per, reduction, float(per.size), samples, pc.dtype, rdt)
 
 
 def accuracy(scores: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
@@ -669,7 +669,7 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
         t = V.class_index_target(target, samples, Vn, ignore, logits_shape).reshape(-1)
         denominator = _index_denominator(t, w, ignore)
     else:
-        q = V.probability_target(target, logits_shape, dtype).reshape(N, Vn)
+        q = V.probability_target(target, logits_shape, dtype, ignore).reshape(N, Vn)
         denominator = float(N)
     gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
                      if return_grad else (0.0, None))

@@ -22,11 +22,10 @@ from typing import Any, Optional
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _validate as V
 from . import functional as _F
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss"]
-
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 class _Criterion:
@@ -36,9 +35,7 @@ class _Criterion:
     _class_axis: bool = True   # per-sample losses drop the class axis (CE/NLL) or not (BCE)
 
     def __init__(self, reduction: str) -> None:
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
-        self.reduction = reduction
+        self.reduction = V.reduction(reduction)
         self._grad: Optional[NDArray[np.floating]] = None
         self._axis: Optional[int] = None   # normalised class axis of the last input
 
@@ -162,8 +159,8 @@ class _Criterion:
         return [("reduction", self.reduction)]
 
 
-def _opt_weight(weight: Optional[ArrayLike]) -> Optional[np.ndarray]:
-    return None if weight is None else np.asarray(weight)
+def _opt_weight(weight: Optional[ArrayLike], name: str = "weight") -> Optional[np.ndarray]:
+    return None if weight is None else V.plain_array(weight, name)
 
 
 def _class_repr_items(crit: Any) -> list:
@@ -211,22 +208,20 @@ class CrossEntropyLoss(_Criterion):
                  reduction: str = "mean", label_smoothing: float = 0.0, axis: int = -1,
                  z_loss: float = 0.0, softcap: Optional[float] = None) -> None:
         super().__init__(reduction)
+        # options checked now by the functions' own rules (a bad one raises here, with the same
+        # exception the function would raise); the function checks them again per call
         self.weight = _opt_weight(weight)
-        self.ignore_index = ignore_index
-        self.label_smoothing = label_smoothing
-        self.axis = axis
-        self.z_loss = z_loss
+        self.ignore_index = V.ignore_index(ignore_index)
+        self.label_smoothing = V.label_smoothing(label_smoothing)
+        self.axis = V.axis_option(axis)
+        self.z_loss = V.z_loss(z_loss)
+        V.softcap(softcap)
         self.softcap = softcap
 
     def _kwargs(self) -> dict:
-        kw = dict(weight=self.weight, ignore_index=self.ignore_index,
-                  label_smoothing=self.label_smoothing, axis=self.axis)
-        # only passed when used, so the criterion works with any fastce that has the basics
-        if self.z_loss:
-            kw["z_loss"] = self.z_loss
-        if self.softcap is not None:
-            kw["softcap"] = self.softcap
-        return kw
+        return dict(weight=self.weight, ignore_index=self.ignore_index,
+                    label_smoothing=self.label_smoothing, axis=self.axis, z_loss=self.z_loss,
+                    softcap=self.softcap)
 
     def _repr_items(self) -> list:
         items = _class_repr_items(self)
@@ -260,8 +255,8 @@ class NLLLoss(_Criterion):
                  reduction: str = "mean", axis: int = -1) -> None:
         super().__init__(reduction)
         self.weight = _opt_weight(weight)
-        self.ignore_index = ignore_index
-        self.axis = axis
+        self.ignore_index = V.ignore_index(ignore_index)
+        self.axis = V.axis_option(axis)
 
     def _kwargs(self) -> dict:
         return dict(weight=self.weight, ignore_index=self.ignore_index, axis=self.axis)
@@ -290,7 +285,7 @@ class BCEWithLogitsLoss(_Criterion):
                  pos_weight: Optional[ArrayLike] = None) -> None:
         super().__init__(reduction)
         self.weight = _opt_weight(weight)
-        self.pos_weight = _opt_weight(pos_weight)
+        self.pos_weight = _opt_weight(pos_weight, "pos_weight")
 
     def _kwargs(self) -> dict:
         return dict(weight=self.weight, pos_weight=self.pos_weight)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from torch.autograd.function import once_differentiable
 
+from . import _validate as V
 from . import functional as _F
 
 __all__ = [
@@ -39,7 +40,6 @@ __all__ = [
 
 Tensor = torch.Tensor
 _NUMPY_FLOATS = (torch.float16, torch.float32, torch.float64)
-_REDUCTIONS = ("mean", "sum", "none")
 
 
 # ============================================================================ conversions
@@ -112,9 +112,7 @@ def _to_tensor(a: Any, dtype: torch.dtype) -> Tensor:
 def _legacy_reduction(size_average: Optional[bool], reduce: Optional[bool], reduction: str) -> str:
     """torch's deprecated size_average/reduce arguments, mapped as torch does."""
     if size_average is None and reduce is None:
-        if reduction not in _REDUCTIONS:
-            raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
-        return reduction
+        return V.reduction(reduction)
     size_average = True if size_average is None else size_average
     reduce = True if reduce is None else reduce
     if not reduce:
@@ -229,10 +227,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
     kw: dict = dict(weight=_opt_numpy(weight, "weight"), ignore_index=ignore_index,
                     reduction=_legacy_reduction(size_average, reduce, reduction),
                     label_smoothing=label_smoothing)
-    if z_loss:
-        kw["z_loss"] = z_loss
-    if softcap is not None:
-        kw["softcap"] = softcap
+    kw.update(z_loss=z_loss, softcap=softcap)
     return _ClassLoss.apply(input, target, "ce", kw, _need_grad(input))
 
 
@@ -454,15 +449,11 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
     if input.dim() != 2:
         raise ValueError(f"fastce.torch.linear_cross_entropy needs input of shape (N, D); got "
                          f"{tuple(input.shape)}")
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
+    V.reduction(reduction)
     kw: dict = dict(weight=_opt_numpy(weight, "weight"),
                     ignore_index=-100 if ignore_index is None else ignore_index,
                     reduction=reduction, label_smoothing=label_smoothing)
-    if z_loss:
-        kw["z_loss"] = z_loss
-    if softcap is not None:
-        kw["softcap"] = softcap
+    kw.update(z_loss=z_loss, softcap=softcap)
     if chunk_size is not None:
         kw["chunk_size"] = chunk_size
     return _LinearCE.apply(input, linear_weight, linear_bias, target, kw,
