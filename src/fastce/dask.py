@@ -30,6 +30,7 @@ import dask.array as da
 import numpy as np
 from numpy.typing import ArrayLike
 
+from . import _validate as V
 from . import functional as _F
 
 __all__ = [
@@ -62,9 +63,7 @@ def _compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
 
 
 def _check_reduction(reduction: str) -> str:
-    if reduction not in _REDUCTIONS:
-        raise ValueError(f"reduction must be one of {_REDUCTIONS}; got {reduction!r}")
-    return reduction
+    return V.reduction(reduction)
 
 
 def _small_numpy(a: Any) -> Optional[np.ndarray]:
@@ -116,11 +115,7 @@ def _class_loss(kind: str, input: Any, target: Any, weight: Optional[ArrayLike],
                 extra: dict) -> da.Array:
     reduction = _check_reduction(reduction)
     x = _as_dask(input, "input")
-    if x.ndim == 0:
-        raise ValueError("input must have at least one dimension (the class axis); got shape ()")
-    ax = axis % x.ndim if -x.ndim <= axis < x.ndim else None
-    if ax is None:
-        raise ValueError(f"axis {axis} is out of range for input of shape {x.shape}")
+    ax = V.split_axis(x.shape, axis, "input")[3]
     cdt = _compute_dtype(x.dtype, "input")
     if len(x.chunks[ax]) > 1:
         x = x.rechunk({ax: -1})

@@ -127,29 +127,20 @@ class _Criterion:
 
     # -- helpers -------------------------------------------------------------------------
     def _scale(self, grad_output: ArrayLike, grad: np.ndarray) -> Any:
-        """The factor to multiply the stored gradient by (None when it is exactly 1)."""
-        g = np.asarray(grad_output)
-        if g.dtype.kind not in "biuf":
-            raise TypeError(f"grad_output must be real; got dtype {g.dtype}")
-        # rescale in at least float32 (float16 gradients are rescaled in float32)
+        """The factor to multiply the stored gradient by (None when it is exactly 1).
+
+        grad_output follows the functions' rules (fastce._validate); the rescale runs in at
+        least float32 (float16 gradients are rescaled in float32)."""
         cdt = np.result_type(grad.dtype, np.float32)
-        if self.reduction != "none" and g.ndim != 0:
-            raise ValueError(f"grad_output must be a scalar for reduction={self.reduction!r}; "
-                             f"got shape {g.shape}")
-        if g.ndim == 0:
-            return None if float(g) == 1.0 else np.asarray(g, dtype=cdt)
+        if self.reduction != "none" or np.ndim(grad_output) == 0:
+            g = V.grad_output_scalar(grad_output)
+            return None if g == 1.0 else np.asarray(g, dtype=cdt)
         if self._class_axis:
             samples = grad.shape[:self._axis] + grad.shape[self._axis + 1:]
         else:
             samples = grad.shape
-        try:
-            g = np.broadcast_to(g, samples)
-        except ValueError:
-            raise ValueError(f"grad_output shape {g.shape} does not broadcast to the per-sample "
-                             f"loss shape {tuple(samples)}") from None
-        if self._class_axis:
-            g = np.expand_dims(g, self._axis)
-        return g.astype(cdt, copy=False)
+        g = V.grad_output_array(grad_output, samples, cdt).reshape(samples)
+        return np.expand_dims(g, self._axis) if self._class_axis else g
 
     def __repr__(self) -> str:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._repr_items())
