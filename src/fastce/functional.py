@@ -16,7 +16,8 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as V
-from . import _binary, _ce, _softmax
+from . import _binary, _ce, _fastpath, _softmax
+from ._fastpath import SLOW as _SLOW, pairwise_sum as _pairwise_sum
 from ._parallel import PARALLEL_MIN_ELEMENTS, nthreads as _nthreads
 
 __all__ = [
@@ -195,7 +196,7 @@ def _reduce(per_sample, reduction, denominator, samples, dtype, result_dtype=Non
     for float16 input) for "none"; a NumPy scalar of the compute `dtype` for mean/sum."""
     if reduction == "none":
         return per_sample.reshape(samples).astype(result_dtype or dtype)
-    total = float(per_sample.sum())
+    total = _pairwise_sum(per_sample)     # the fast path's fixed order: same bits on both paths
     if reduction == "sum":
         return _scalar(total, dtype)
     return _scalar(_ieee_div(total, denominator), dtype)
@@ -326,6 +327,10 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[Arra
     loss : NumPy scalar (mean/sum) or ndarray of the per-sample shape ("none")
     grad : ndarray of the logits' shape and dtype, when return_grad=True
     """
+    r = _fastpath.class_loss(False, logits, target, weight, ignore_index, reduction,
+                             label_smoothing, axis, z_loss, softcap, return_grad, grad_output, out)
+    if r is not _SLOW:
+        return r
     _check_out_usage(out, return_grad)
     return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
                        axis, return_grad, grad_output, out, z_loss, softcap)
@@ -346,6 +351,10 @@ def cross_entropy_grad(logits: ArrayLike, target: ArrayLike, *,
     -------
     ndarray of the logits' shape and dtype: grad_output * d(loss)/d(logits).
     """
+    r = _fastpath.class_loss(False, logits, target, weight, ignore_index, reduction,
+                             label_smoothing, axis, z_loss, softcap, True, grad_output, out)
+    if r is not _SLOW:
+        return r[1]
     return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
                        axis, True, grad_output, out, z_loss, softcap)[1]
 
@@ -371,6 +380,10 @@ def nll_loss(log_probs: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayL
     loss, or (loss, grad) with return_grad=True; grad is -weight[y] * grad_output at the target
     and 0 elsewhere.
     """
+    r = _fastpath.class_loss(True, log_probs, target, weight, ignore_index, reduction, 0.0, axis,
+                             0.0, None, return_grad, grad_output, out)
+    if r is not _SLOW:
+        return r
     _check_out_usage(out, return_grad)
     return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
                        return_grad, grad_output, out)
@@ -432,7 +445,7 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     if reduction == "none":
         value = loss.astype(rdt, copy=False)
     else:
-        total = float(chunk_sum.sum())
+        total = _pairwise_sum(chunk_sum)
         value = _scalar(_ieee_div(total, n) if reduction == "mean" else total, xc.dtype)
     if not want_grad:
         return value
@@ -458,6 +471,10 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
 
     At infinite logits the mathematical limits are returned (0 or +inf), not NaN.
     """
+    r = _fastpath.binary_loss("logits", logits, target, weight, pos_weight, reduction,
+                              return_grad, grad_output, out)
+    if r is not _SLOW:
+        return r
     _check_out_usage(out, return_grad)
     return _binary_loss("logits", logits, target, weight, pos_weight, reduction, return_grad,
                         grad_output, out)
@@ -477,6 +494,10 @@ def binary_cross_entropy_with_logits_grad(logits: ArrayLike, target: ArrayLike, 
     ndarray of the logits' shape and dtype: weight [(1-y) sigmoid(x) - p y sigmoid(-x)] times
     the reduction's scale, finite at infinite logits.
     """
+    r = _fastpath.binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
+                              grad_output, out)
+    if r is not _SLOW:
+        return r[1]
     return _binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
                         grad_output, out)[1]
 
