@@ -22,6 +22,7 @@ from typing import Any, Optional
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from . import _fastpath
 from . import _validate as V
 from . import functional as _F
 
@@ -42,6 +43,11 @@ class _Criterion:
     # -- options passed to the function (subclasses) -------------------------------------
     def _kwargs(self) -> dict:
         raise NotImplementedError
+
+    def _fast(self, input: Any, target: Any, out: Any) -> Any:
+        """(loss, grad) from the per-call fast path, or _fastpath.SLOW (then the function's
+        general path runs).  Subclasses with a fast path override this."""
+        return _fastpath.SLOW
 
     # -- public API ----------------------------------------------------------------------
     def __call__(self, input: ArrayLike, target: ArrayLike, *,
@@ -70,8 +76,11 @@ class _Criterion:
             (``"none"``).
         """
         self._grad = None   # release the previous step's buffer before allocating a new one
-        loss, grad = type(self)._fn(input, target, reduction=self.reduction, return_grad=True,
-                                    out=out, **self._kwargs())
+        r = self._fast(input, target, out)
+        if r is _fastpath.SLOW:
+            r = type(self)._fn(input, target, reduction=self.reduction, return_grad=True,
+                               out=out, **self._kwargs())
+        loss, grad = r
         if self._class_axis and self.reduction == "none":
             ndim = grad.ndim
             self._axis = int(self.axis) % ndim if ndim else 0
@@ -214,6 +223,11 @@ class CrossEntropyLoss(_Criterion):
                     label_smoothing=self.label_smoothing, axis=self.axis, z_loss=self.z_loss,
                     softcap=self.softcap)
 
+    def _fast(self, input: Any, target: Any, out: Any) -> Any:
+        return _fastpath.class_loss(False, input, target, self.weight, self.ignore_index,
+                                    self.reduction, self.label_smoothing, self.axis, self.z_loss,
+                                    self.softcap, True, 1.0, out)
+
     def _repr_items(self) -> list:
         items = _class_repr_items(self)
         if self.label_smoothing:
@@ -252,6 +266,10 @@ class NLLLoss(_Criterion):
     def _kwargs(self) -> dict:
         return dict(weight=self.weight, ignore_index=self.ignore_index, axis=self.axis)
 
+    def _fast(self, input: Any, target: Any, out: Any) -> Any:
+        return _fastpath.class_loss(True, input, target, self.weight, self.ignore_index,
+                                    self.reduction, 0.0, self.axis, 0.0, None, True, 1.0, out)
+
     def _repr_items(self) -> list:
         return _class_repr_items(self)
 
@@ -280,6 +298,10 @@ class BCEWithLogitsLoss(_Criterion):
 
     def _kwargs(self) -> dict:
         return dict(weight=self.weight, pos_weight=self.pos_weight)
+
+    def _fast(self, input: Any, target: Any, out: Any) -> Any:
+        return _fastpath.binary_loss("logits", input, target, self.weight, self.pos_weight,
+                                     self.reduction, True, 1.0, out)
 
     def _repr_items(self) -> list:
         items: list = [("reduction", self.reduction)]
