@@ -144,10 +144,10 @@ cdef object _grad_buffer(cnp.ndarray x, object out, tuple others):
     return o
 
 
-cdef inline int _nthreads(Py_ssize_t n):
-    if n < _parallel.PARALLEL_MIN_ELEMENTS:
+cdef inline int _nthreads(Py_ssize_t n, str family):
+    if n < _parallel.PARALLEL_MIN_ELEMENTS:      # (no dict lookup for the small calls)
         return 1
-    return _parallel.nthreads(n)
+    return _parallel.nthreads(n, family)
 
 
 cdef object _scalar(double v, int typenum):
@@ -266,7 +266,8 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
     else:
         gcoef = 1.0
     _ce.cross_entropy_index(xa, ti, None, <double>C, ign, eps, N, C, 1, loss, grad,
-                            gcoef if want_grad else 0.0, None, _nthreads(N * C), nll, zl, 0.0)
+                            gcoef if want_grad else 0.0, None,
+                            _nthreads(N * C, "ce_rows" if C > 16 else "ce_small"), nll, zl, 0.0)
     if red == 2:
         value = _per_sample(loss, typenum)
     else:
@@ -330,7 +331,7 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
     else:
         gcoef = 1.0
     _binary.binary(kind, xa, ya, None, None, _BINARY_CHUNK, 1, loss_arr, chunk_sum, grad,
-                   gcoef if want_grad else 0.0, None, _nthreads(n))
+                   gcoef if want_grad else 0.0, None, _nthreads(n, "binary"))
     if red == 2:
         value = loss_arr
     else:

@@ -16,10 +16,22 @@ import os
 
 from . import _threads
 
-# Below this many elements a kernel runs on the calling thread: starting an OpenMP team costs
-# more than the work.  Measured (fused CE, C = 10 and 1000): two threads tie one at 4K elements
-# and win from 8K on.
-PARALLEL_MIN_ELEMENTS = 1 << 13
+# Below a family's crossover (in elements) a kernel runs on the calling thread: starting and
+# joining an OpenMP team costs a few microseconds, more than the work it would split.  The
+# crossovers differ because the work per element does: a CE row of many classes is one exp per
+# element, a small-C block adds transposes and per-sample logs, BCE is an exp and a log1p per
+# element, a softmax-family op is lighter.  Measured with tools/crossover.py (1 vs 2 threads,
+# medians, float32; the first size where two threads win by >= 10% in every repeat), see
+# _CROSSOVER_NOTE.
+CROSSOVER = {
+    "softmax": 1 << 14,     # log_softmax / softmax / logsumexp / VJPs
+    "ce_rows": 1 << 13,     # cross-entropy / NLL, rows of > 16 classes
+    "ce_small": 1 << 13,    # cross-entropy / NLL, <= 16 classes or the axis=1 layout
+    "binary": 1 << 15,      # elementwise BCE losses: work is split in chunks of 2**14
+}                           # elements (functional.BINARY_CHUNK), so a team needs two
+_CROSSOVER_NOTE = "measured on a 2-core AMD EPYC (Zen 5), see tools/crossover.py"
+# The smallest crossover: no family starts a team below it (tests use it as "large enough").
+PARALLEL_MIN_ELEMENTS = min(CROSSOVER.values())
 
 _forked_child = False
 
@@ -49,8 +61,14 @@ def get_num_threads():
     return _threads.get_num_threads()
 
 
-def nthreads(n_elements, min_elements=PARALLEL_MIN_ELEMENTS):
-    """Threads for a kernel call over `n_elements` elements: 1 below the crossover."""
-    if n_elements < min_elements or _forked_child:
+def nthreads(n_elements, family="ce_rows"):
+    """Threads for a kernel call of `family` over `n_elements` elements: 1 below the family's
+    crossover (and then no OpenMP team is started), the OpenMP setting above it."""
+    if n_elements < CROSSOVER[family] or _forked_child:
         return 1
     return _threads.get_num_threads()
+
+
+def ce_family(C, B):
+    """The crossover family of a class-axis loss of C classes and B columns per slab."""
+    return "ce_rows" if B == 1 and C > 16 else "ce_small"

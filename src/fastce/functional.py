@@ -18,7 +18,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _validate as V
 from . import _binary, _ce, _fastpath, _softmax
 from ._fastpath import SLOW as _SLOW, pairwise_sum as _pairwise_sum
-from ._parallel import PARALLEL_MIN_ELEMENTS, nthreads as _nthreads
+from ._parallel import PARALLEL_MIN_ELEMENTS, ce_family as _ce_family, nthreads as _nthreads  # noqa: F401
 
 __all__ = [
     "log_softmax", "softmax", "logsumexp", "log_softmax_vjp", "softmax_vjp",
@@ -87,7 +87,8 @@ def _rowwise(kind, x, axis, out):
     A, C, B, _ = V.split_axis(xc.shape, axis, "x")
     buf, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc,))
     if xc.size:                 # (an empty array can still have many empty rows: skip them)
-        _softmax.rowwise(kind, xc.reshape(-1), A, C, B, buf.reshape(-1), _nthreads(xc.size))
+        _softmax.rowwise(kind, xc.reshape(-1), A, C, B, buf.reshape(-1),
+                         _nthreads(xc.size, "softmax"))
     return V.deliver(buf, pending, rdt)
 
 
@@ -112,7 +113,8 @@ def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
     if C == 0:
         res.fill(-np.inf)       # log of an empty sum, as torch.logsumexp
     elif res.size:
-        _softmax.logsumexp(xc.reshape(-1), A, C, B, res.reshape(-1), _nthreads(xc.size))
+        _softmax.logsumexp(xc.reshape(-1), A, C, B, res.reshape(-1),
+                          _nthreads(xc.size, "softmax"))
     res = res.astype(rdt, copy=False)
     return res[()] if res.ndim == 0 else res
 
@@ -173,7 +175,7 @@ def _vjp(kind, output, grad_output, axis, out):
     buf, pending = V.output_buffer(out, yc.shape, rdt, yc.dtype, (yc, gc))
     if yc.size:
         _softmax.vjp(kind, yc.reshape(-1), gc.reshape(-1), A, C, B, buf.reshape(-1),
-                     _nthreads(yc.size))
+                     _nthreads(yc.size, "softmax"))
     return V.deliver(buf, pending, rdt)
 
 
@@ -248,7 +250,7 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
         raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
                         f"dtype; got a target of the input's shape {tuple(np.shape(target))}")
     loss = np.empty(A * B, dtype=np.float64)
-    nth = _nthreads(xc.size)
+    nth = _nthreads(xc.size, _ce_family(C, B))
 
     if fmt == "index":
         t = V.class_index_target(target, samples, C, ignore, xc.shape)
@@ -440,7 +442,8 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     _binary.binary(kind, xc.reshape(-1), y.reshape(-1),
                    w.reshape(-1) if w is not None else None, pw, K, rows_per_chunk,
                    loss.reshape(-1) if loss is not None else None, chunk_sum,
-                   grad.reshape(-1) if grad is not None else None, gcoef, gscale, _nthreads(n))
+                   grad.reshape(-1) if grad is not None else None, gcoef, gscale,
+                   _nthreads(n, "binary"))
 
     if reduction == "none":
         value = loss.astype(rdt, copy=False)
@@ -715,7 +718,7 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
             L += bias
         G = L.reshape(-1) if return_grad else None
         gs = gscale[s:e] if gscale is not None else None
-        nth = _nthreads(L.size)
+        nth = _nthreads(L.size, _ce_family(Vn, 1))
         if L.size == 0:             # V == 0: every target ignored (validated), loss 0
             loss[s:e] = 0.0
         elif fmt == "index":
