@@ -4,9 +4,15 @@ Environment switches (read at build time):
   FASTCE_NO_OPENMP=1  build serial kernels even when the compiler supports OpenMP
   FASTCE_NATIVE=1     add -march=native (faster on the build machine, not portable)
   FASTCE_SANITIZE=1   build with -fsanitize=address,undefined (see tools/sanitize.sh)
+  FASTCE_OPENMP_PREFIX=DIR  where an LLVM libomp is installed (DIR/include, DIR/lib); on macOS
+                      `brew --prefix libomp` is asked when this is unset
+  CC=clang            any C compiler works; see docs/building.md for what each one gets
 """
 import os
+import platform
+import re
 import shutil
+import subprocess
 import sys
 import tempfile
 
@@ -23,15 +29,28 @@ def _flag(name):
     return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
-def _compiles_with(compiler, flags):
-    """Whether a tiny OpenMP program compiles and links with `flags`."""
-    tmp = tempfile.mkdtemp()
+# ------------------------------------------------------------------ compiler probes
+# Every decision below is made by compiling (and where it matters, running) a tiny program with
+# the compiler that will build the extensions, not by guessing from its name or version: a
+# probe answers for that exact compiler, its flags (CC, CFLAGS, LDFLAGS) and its C library.
+# The reasoning per compiler is in docs/building.md.
+
+OMP_PROGRAM = "#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n"
+
+
+def _probe(compiler, source, compile_args=(), link_args=(), run=False):
+    """Whether `source` compiles and links with the given flags (and exits 0, if `run`)."""
+    tmp = tempfile.mkdtemp(prefix="fastce-probe-")
     try:
-        src = os.path.join(tmp, "omp_check.c")
+        src = os.path.join(tmp, "probe.c")
         with open(src, "w") as f:
-            f.write("#include <omp.h>\nint main(void){return omp_get_max_threads() < 1;}\n")
-        objs = compiler.compile([src], output_dir=tmp, extra_postargs=flags)
-        compiler.link_executable(objs, os.path.join(tmp, "omp_check"), extra_postargs=flags)
+            f.write(source)
+        exe = os.path.join(tmp, "probe")
+        objs = compiler.compile([src], output_dir=tmp, extra_postargs=list(compile_args))
+        compiler.link_executable(objs, exe, extra_postargs=list(link_args))
+        if run:
+            exe_path = exe + (".exe" if sys.platform == "win32" else "")
+            return subprocess.run([exe_path], capture_output=True, timeout=60).returncode == 0
         return True
     except Exception:
         return False
@@ -39,15 +58,122 @@ def _compiles_with(compiler, flags):
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _compiler_identity(compiler):
+    """'gcc 12', 'clang 14', 'apple-clang 15', 'msvc' or 'unknown', for choices and the log.
+
+    Read from the compiler's predefined macros (`cc -dM -E`): `cc` may be either compiler,
+    and clang also defines __GNUC__ (as 4), so the order of the checks matters."""
+    if compiler.compiler_type == "msvc":
+        return "msvc"
+    cc = getattr(compiler, "compiler_so", None) or getattr(compiler, "compiler", None)
+    if not cc:
+        return "unknown"
+    try:
+        out = subprocess.run([*cc[:1], "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    macros = dict(re.match(r"#define (\S+) ?(.*)", line).groups()
+                  for line in out.splitlines() if line.startswith("#define "))
+    if "__clang__" in macros:
+        name = "apple-clang" if "__apple_build_version__" in macros else "clang"
+        return f"{name} {macros.get('__clang_major__', '?')}"
+    if "__GNUC__" in macros:
+        return f"gcc {macros['__GNUC__']}"
+    return "unknown"
+
+
+def _libomp_prefix():
+    """Where a separately installed LLVM libomp lives (macOS: Homebrew's keg-only libomp).
+
+    FASTCE_OPENMP_PREFIX wins; otherwise `brew --prefix libomp` when brew exists."""
+    prefix = os.environ.get("FASTCE_OPENMP_PREFIX")
+    if prefix:
+        return prefix
+    if sys.platform == "darwin" and shutil.which("brew"):
+        try:
+            out = subprocess.run(["brew", "--prefix", "libomp"], capture_output=True, text=True,
+                                 timeout=60)
+            if out.returncode == 0 and os.path.isdir(out.stdout.strip()):
+                return out.stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return None
+
+
+def _openmp_candidates(identity):
+    """(compile args, link args) to try in order, for this compiler.
+
+    - GCC: -fopenmp (libgomp).
+    - clang (Linux, LLVM): -fopenmp uses the runtime clang was configured with (libomp on
+      Debian/Ubuntu/LLVM builds); -fopenmp=libomp names it explicitly; the last try adds -lomp
+      for installs where the driver does not link the runtime by itself.
+    - Apple clang rejects -fopenmp; it accepts `-Xpreprocessor -fopenmp` (the front end handles
+      the pragmas) and links Homebrew's libomp with -lomp.
+    - MSVC: /openmp:experimental (VS 2019+) is OpenMP 2.0 *plus* `#pragma omp simd`, on the
+      redistributable vcomp runtime; plain /openmp ignores `omp simd` (the loops then rely on
+      MSVC's own auto-vectoriser).  /openmp:llvm is not used: its libomp DLLs are not
+      redistributable.
+    """
+    if identity == "msvc":
+        return [(["/openmp:experimental"], []), (["/openmp"], [])]
+    prefix = _libomp_prefix()
+    inc = [f"-I{os.path.join(prefix, 'include')}"] if prefix else []
+    lib = [f"-L{os.path.join(prefix, 'lib')}"] if prefix else []
+    if identity.startswith("gcc"):
+        return [(["-fopenmp"], ["-fopenmp"])]
+    cands = [(["-fopenmp"], ["-fopenmp"]),
+             (["-fopenmp=libomp"], ["-fopenmp=libomp"]),
+             (["-fopenmp"] + inc, ["-fopenmp"] + lib + ["-lomp"])]
+    if identity.startswith("apple-clang") or sys.platform == "darwin":
+        cands.append((["-Xpreprocessor", "-fopenmp"] + inc, lib + ["-lomp"]))
+    return cands
+
+
+def _openmp_flags(compiler, identity):
+    """The first OpenMP flag set whose probe program builds (and runs), or None."""
+    for compile_args, link_args in _openmp_candidates(identity):
+        # run=True: a libomp found at link time but not at run time (no rpath) is no use
+        if _probe(compiler, OMP_PROGRAM, compile_args, link_args, run=not _cross_compiling()):
+            return compile_args, link_args
+    return None
+
+
+def _cross_compiling():
+    """macOS universal2 / cross-arch builds: probe programs cannot run here."""
+    archflags = os.environ.get("ARCHFLAGS", "")
+    return sys.platform == "darwin" and archflags.count("-arch") > 1
+
+
+def _clones_work(compiler, compile_args):
+    """Whether the runtime ISA dispatch in _kernels.h builds *and runs* with this compiler.
+
+    The probe uses the exact `target_clones(...)` list from the header, so it follows the
+    header.  It fails, and the build falls back to a single baseline variant
+    (-DFCE_NO_CLONES), where the compiler does not know a target (GCC < 11 has no
+    "arch=x86-64-v4"; that is the manylinux2014 image's GCC 10) or where the C library cannot
+    run the ifunc resolvers the clones rely on (musl)."""
+    with open(os.path.join("src", "fastce", "_kernels.h")) as f:
+        m = re.search(r"target_clones\(([^)]*)\)", f.read())
+    if m is None:
+        return True      # the header has no dispatch to protect
+    source = (f"__attribute__((target_clones({m.group(1)}))) int fce_probe(int x) {{ return x + 1; }}\n"
+              "int main(void) { return fce_probe(-1); }\n")
+    return _probe(compiler, source, compile_args, run=not _cross_compiling())
+
+
 class BuildExt(build_ext):
     """Adds optimisation flags and OpenMP when the compiler supports them."""
 
     def build_extensions(self):
-        ctype = self.compiler.compiler_type
-        compile_args, link_args = [], []
-        if ctype == "unix":
-            # -fno-math-errno / -fno-trapping-math let GCC vectorise the select-based math in
-            # _simd.h; unlike GCC's fast-math mode they keep inf/NaN semantics.
+        identity = _compiler_identity(self.compiler)
+        compile_args, link_args, macros = [], [], []
+        if identity == "msvc":
+            # /fp:precise is MSVC's default: IEEE inf/NaN semantics kept, like GCC below.
+            compile_args += ["/O2"]
+        elif self.compiler.compiler_type == "unix":
+            # -fno-math-errno / -fno-trapping-math let GCC and clang vectorise the select-based
+            # math in _simd.h; unlike the compilers' fast-math modes they keep inf/NaN semantics.
             compile_args += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                              "-Wno-unused-function", "-Wno-unreachable-code"]
             if _flag("FASTCE_NATIVE"):
@@ -56,27 +182,31 @@ class BuildExt(build_ext):
                 san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
                 compile_args += san
                 link_args += san
-            omp = ["-fopenmp"]
-        elif ctype == "msvc":
-            compile_args += ["/O2"]
-            omp = ["/openmp"]
-        else:
-            omp = []
-        use_omp = bool(omp) and not _flag("FASTCE_NO_OPENMP") and _compiles_with(self.compiler, omp)
-        if use_omp:
-            compile_args += omp
-            link_args += omp if ctype != "msvc" else []
-        print(f"fastce: OpenMP {'on' if use_omp else 'off'}; flags {' '.join(compile_args)}")
-        self._write_build_info(compile_args, use_omp)
+            if (platform.machine().lower() in ("x86_64", "amd64")
+                    and not _clones_work(self.compiler, compile_args)):
+                print("fastce: this compiler/libc cannot build the runtime ISA dispatch "
+                      "(target_clones); building one baseline variant (-DFCE_NO_CLONES)")
+                macros.append(("FCE_NO_CLONES", None))
+        omp = None
+        if not _flag("FASTCE_NO_OPENMP"):
+            omp = _openmp_flags(self.compiler, identity)
+        if omp is not None:
+            compile_args += omp[0]
+            link_args += omp[1]
+        print(f"fastce: compiler {identity}; OpenMP {'on' if omp else 'off'}; "
+              f"flags {' '.join(compile_args)}")
+        self._write_build_info(compile_args, omp is not None, identity)
         for ext in self.extensions:
             ext.extra_compile_args = list(compile_args)
             ext.extra_link_args = list(link_args)
+            ext.define_macros = list(ext.define_macros) + macros
         super().build_extensions()
 
-    def _write_build_info(self, compile_args, use_omp):
+    def _write_build_info(self, compile_args, use_omp, identity):
         """Record the flags for `python -m fastce info` (a generated, untracked module)."""
         text = (f"FLAGS = {' '.join(compile_args + [os.environ.get('CFLAGS', '')]).strip()!r}\n"
-                f"OPENMP_AT_BUILD = {use_omp!r}\n")
+                f"OPENMP_AT_BUILD = {use_omp!r}\n"
+                f"COMPILER = {identity!r}\n")
         targets = [os.path.join("src", "fastce", "_build_info.py")]
         if not self.inplace:
             targets.append(os.path.join(self.build_lib, "fastce", "_build_info.py"))

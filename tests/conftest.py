@@ -299,3 +299,46 @@ def assert_loss_and_grad(loss_fn, grad_fn, x, t, kw, reduction, grad_output, wan
     grad = grad_fn(x, t, reduction=reduction, grad_output=grad_output, **kw)
     check_grad_type(grad, x.shape, dtype)
     assert_close(grad, want_grad, dtype, kind="grad")
+
+
+# --------------------------------------------------------------------------- skipped references
+# The suite compares fastce against optional libraries (PyTorch above all) and skips those tests
+# when a library is missing.  So that a quick `pytest` never looks complete when it was not, the
+# run ends with one line naming what was skipped and the command that enables it.
+OPTIONAL_INSTALL = {
+    "torch": "torch==2.13.0",           # the CPU build the suite is checked against
+    "dask": '"dask[array]"',
+    "hypothesis": "hypothesis",
+    "threadpoolctl": "threadpoolctl",
+    "matplotlib": "matplotlib",
+    "mypy": "mypy",
+}
+_SKIP_REASONS = (r"could not import '([\w.]+)'", r"\b([\w.]+) (?:is )?not installed")
+
+
+def skipped_for_missing_modules(skipped_reports):
+    """{top-level module: number of skipped tests (or modules)} for skips caused by a missing
+    optional library, from pytest's skip reports."""
+    import re
+    from collections import Counter
+
+    counts = Counter()
+    for rep in skipped_reports:
+        reason = rep.longrepr[2] if isinstance(rep.longrepr, tuple) else str(rep.longrepr)
+        for pattern in _SKIP_REASONS:
+            m = re.search(pattern, reason)
+            if m and m.group(1).split(".")[0] in OPTIONAL_INSTALL:
+                counts[m.group(1).split(".")[0]] += 1
+                break
+    return counts
+
+
+def pytest_terminal_summary(terminalreporter):
+    counts = skipped_for_missing_modules(terminalreporter.stats.get("skipped", []))
+    if not counts:
+        return
+    what = ", ".join(f"{n} need {mod}" for mod, n in counts.most_common())
+    command = "pip install " + " ".join(OPTIONAL_INSTALL[mod] for mod, _ in counts.most_common())
+    terminalreporter.write_line(
+        f"fastce: reference tests skipped because optional libraries are missing ({what}); "
+        f"run them with: {command}", yellow=True, bold=True)

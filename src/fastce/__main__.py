@@ -2,9 +2,10 @@
 `python -m fastce info`."""
 import argparse
 import sys
+from typing import List, Optional
 
 
-def info():
+def info() -> None:
     import numpy as np
 
     import fastce
@@ -20,16 +21,16 @@ def info():
         print(f"build flags: {flags}")
 
 
-def _build_flags():
+def _build_flags() -> str:
     """Compile flags recorded by setup.py at build time (empty if unknown)."""
     try:
-        from . import _build_info
+        from . import _build_info  # type: ignore[attr-defined, unused-ignore]  # generated
     except ImportError:
         return ""
-    return _build_info.FLAGS
+    return str(_build_info.FLAGS)
 
 
-def main(argv=None):
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m fastce")
     sub = parser.add_subparsers(dest="command", required=True)
     b = sub.add_parser("bench", help="time fused loss+gradient against NumPy, memcpy and peers")

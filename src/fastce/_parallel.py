@@ -36,7 +36,7 @@ PARALLEL_MIN_ELEMENTS = min(CROSSOVER.values())
 _forked_child = False
 
 
-def _after_fork_in_child():
+def _after_fork_in_child() -> None:
     global _forked_child
     _forked_child = True
 
@@ -45,12 +45,12 @@ if hasattr(os, "register_at_fork"):         # POSIX; Windows has no fork
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
-def in_forked_child():
+def in_forked_child() -> bool:
     """True in a process created by fork() from one that imported fastce."""
     return _forked_child
 
 
-def get_num_threads():
+def get_num_threads() -> int:
     """Number of threads fastce kernels use for large inputs.
 
     The OpenMP runtime's setting (``OMP_NUM_THREADS``, ``threadpoolctl.threadpool_limits``);
@@ -58,17 +58,17 @@ def get_num_threads():
     """
     if _forked_child:
         return 1
-    return _threads.get_num_threads()
+    return int(_threads.get_num_threads())
 
 
-def nthreads(n_elements, family="ce_rows"):
+def nthreads(n_elements: int, family: str = "ce_rows") -> int:
     """Threads for a kernel call of `family` over `n_elements` elements: 1 below the family's
     crossover (and then no OpenMP team is started), the OpenMP setting above it."""
     if n_elements < CROSSOVER[family] or _forked_child:
         return 1
-    return _threads.get_num_threads()
+    return int(_threads.get_num_threads())
 
 
-def ce_family(C, B):
+def ce_family(C: int, B: int) -> str:
     """The crossover family of a class-axis loss of C classes and B columns per slab."""
     return "ce_rows" if B == 1 and C > 16 else "ce_small"

@@ -299,11 +299,11 @@ def predicted_probabilities(probs, what):
     An integer or bool array is refused: predictions are floats, and an integer array there
     almost always means the arguments were passed target-first (sklearn's and Keras' order).
     """
-    p = plain_array(probs, "probs")
+    p = plain_array(probs, "input")
     if p.dtype.kind not in "f":
         raise TypeError(
-            f"{what}: probs must be floating-point predicted probabilities; got dtype "
-            f"{p.dtype}. The arguments are (probs, target), predictions first: sklearn's "
+            f"{what}: input must be floating-point predicted probabilities; got dtype "
+            f"{p.dtype}. The arguments are (input, target), predictions first: sklearn's "
             f"log_loss and Keras take the target first")
     return p
 
@@ -314,7 +314,7 @@ def distribution_target(target, shape, dtype, axis, what):
     q = plain_array(target, "target")
     float_dtypes(q.dtype, "target")
     if tuple(q.shape) != tuple(shape):
-        raise ValueError(f"target shape {tuple(q.shape)} does not match probs shape {tuple(shape)}")
+        raise ValueError(f"target shape {tuple(q.shape)} does not match input shape {tuple(shape)}")
     q = kernel_array(q, dtype)
     unit_interval(q, "target", what)
     if q.size:
@@ -326,7 +326,7 @@ def distribution_target(target, shape, dtype, axis, what):
             raise ValueError(
                 f"{what}: each target row must be a distribution summing to 1 along axis "
                 f"{axis}; found a row summing to {total[off].flat[0]!r} (class-index targets "
-                f"drop the class axis; arguments are (probs, target))")
+                f"drop the class axis; arguments are (input, target))")
     return q
 
 

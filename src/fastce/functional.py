@@ -10,7 +10,7 @@ README ("Semantics").  Every loss comes in three forms sharing one signature:
 from __future__ import annotations
 
 import math
-from typing import Optional, Tuple, Union
+from typing import Any, Literal, Optional, Tuple, TypeVar, Union, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -28,28 +28,45 @@ __all__ = [
     "categorical_cross_entropy", "accuracy", "linear_cross_entropy",
 ]
 
-# Public types: a reduced loss is a NumPy scalar, reduction="none" an array.
-FloatArray = NDArray[np.floating]
-Loss = Union[np.floating, FloatArray]
+# Public types.  A reduced loss is a NumPy scalar, reduction="none" an array; gradients and
+# row-op results keep the input's float dtype, which the overloads carry through the type
+# variable FloatT (a float32 array in, NDArray[float32] out; lists and integers give float64,
+# typed as the general FloatArray).  Every public function is overloaded on `return_grad`
+# (Literal[True] -> a tuple) and `reduction` (Literal["none"] -> an array), so a type checker
+# knows `loss, grad = cross_entropy(x, t, return_grad=True)` and `float(cross_entropy(x, t))`
+# are fine and `reduction="avg"` is not.
+FloatT = TypeVar("FloatT", bound=np.floating[Any])
+FloatArray = NDArray[np.floating[Any]]
+Scalar = np.floating[Any]
+Loss = Union[Scalar, FloatArray]
 LossOrGrad = Union[Loss, Tuple[Loss, FloatArray]]
 Axis = int
+Reduction = Literal["mean", "sum", "none"]
+Reduced = Literal["mean", "sum"]
 
 # Elements per chunk of the elementwise (binary) losses; fixed so sums are thread-independent.
 BINARY_CHUNK = 1 << 14
 
 
-def _scalar(value, dtype):
+def _scalar(value: float, dtype: np.dtype[Any]) -> Any:
     return dtype.type(value)
 
 
 # ================================================================== row operations
 
-def log_softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> FloatArray:
+@overload
+def log_softmax(input: NDArray[FloatT], axis: Axis = ..., out: Optional[NDArray[FloatT]] = ...
+               ) -> NDArray[FloatT]: ...
+@overload
+def log_softmax(input: ArrayLike, axis: Axis = ..., out: Optional[FloatArray] = ...
+               ) -> FloatArray: ...
+
+def log_softmax(input: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> Any:
     """Logarithm of softmax along `axis`, computed as (x - max) - log(sum(exp(x - max))).
 
     Parameters
     ----------
-    x : array_like
+    input : array_like
         Real input; float16 is computed in float32, integers in float64.
     axis : int, default -1
         The class axis.
@@ -60,15 +77,21 @@ def log_softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None)
     -------
     ndarray of x's shape and float dtype.
     """
-    return _rowwise("log_softmax", x, axis, out)
+    return _rowwise("log_softmax", input, axis, out)
 
 
-def softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> FloatArray:
+@overload
+def softmax(input: NDArray[FloatT], axis: Axis = ..., out: Optional[NDArray[FloatT]] = ...
+           ) -> NDArray[FloatT]: ...
+@overload
+def softmax(input: ArrayLike, axis: Axis = ..., out: Optional[FloatArray] = ...) -> FloatArray: ...
+
+def softmax(input: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> Any:
     """Softmax along `axis`, computed as exp(x - max) / sum(exp(x - max)).
 
     Parameters
     ----------
-    x : array_like
+    input : array_like
         Real input; float16 is computed in float32, integers in float64.
     axis : int, default -1
         The class axis.
@@ -79,10 +102,11 @@ def softmax(x: ArrayLike, axis: Axis = -1, out: Optional[FloatArray] = None) -> 
     -------
     ndarray of x's shape and float dtype; -inf entries get probability 0.
     """
-    return _rowwise("softmax", x, axis, out)
+    return _rowwise("softmax", input, axis, out)
 
 
-def _rowwise(kind, x, axis, out):
+def _rowwise(kind: Literal["log_softmax", "softmax"], x: ArrayLike, axis: Axis,
+             out: Optional[FloatArray]) -> Any:
     xc, rdt = V.float_input(x, "x")
     A, C, B, _ = V.split_axis(xc.shape, axis, "x")
     buf, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc,))
@@ -92,12 +116,12 @@ def _rowwise(kind, x, axis, out):
     return V.deliver(buf, pending, rdt)
 
 
-def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
+def logsumexp(input: ArrayLike, axis: Axis = -1) -> Loss:
     """log(sum(exp(x))) along `axis`, stable for any magnitude.
 
     Parameters
     ----------
-    x : array_like
+    input : array_like
         Real input (float16 computed in float32, integers in float64).
     axis : int, default -1
         The axis reduced.
@@ -107,8 +131,8 @@ def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
     ndarray of x's shape without `axis` (a NumPy scalar for 1-D input).  Rows of all -inf give
     -inf and rows containing +inf give +inf, as in torch.logsumexp.
     """
-    xc, rdt = V.float_input(x, "x")
-    A, C, B, ax = V.split_axis(xc.shape, axis, "x")
+    xc, rdt = V.float_input(input, "input")
+    A, C, B, ax = V.split_axis(xc.shape, axis, "input")
     res = np.empty(V.sample_shape(xc.shape, ax), dtype=xc.dtype)
     if C == 0:
         res.fill(-np.inf)       # log of an empty sum, as torch.logsumexp
@@ -119,8 +143,15 @@ def logsumexp(x: ArrayLike, axis: Axis = -1) -> Loss:
     return res[()] if res.ndim == 0 else res
 
 
+@overload
+def log_softmax_vjp(output: NDArray[FloatT], grad_output: ArrayLike, axis: Axis = ...,
+                    out: Optional[NDArray[FloatT]] = ...) -> NDArray[FloatT]: ...
+@overload
+def log_softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = ...,
+                    out: Optional[FloatArray] = ...) -> FloatArray: ...
+
 def log_softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
-                    out: Optional[FloatArray] = None) -> FloatArray:
+                    out: Optional[FloatArray] = None) -> Any:
     """Gradient w.r.t. the input of log_softmax, given its output and the upstream gradient.
 
     grad_input = grad_output - softmax * sum(grad_output), with softmax = exp(output).
@@ -143,8 +174,15 @@ def log_softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
     return _vjp("log_softmax", output, grad_output, axis, out)
 
 
+@overload
+def softmax_vjp(output: NDArray[FloatT], grad_output: ArrayLike, axis: Axis = ...,
+                out: Optional[NDArray[FloatT]] = ...) -> NDArray[FloatT]: ...
+@overload
+def softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = ...,
+                out: Optional[FloatArray] = ...) -> FloatArray: ...
+
 def softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
-                out: Optional[FloatArray] = None) -> FloatArray:
+                out: Optional[FloatArray] = None) -> Any:
     """Gradient w.r.t. the input of softmax, given its output and the upstream gradient.
 
     grad_input = p * (grad_output - sum(p * grad_output)), with p the softmax output.
@@ -167,7 +205,8 @@ def softmax_vjp(output: ArrayLike, grad_output: ArrayLike, axis: Axis = -1,
     return _vjp("softmax", output, grad_output, axis, out)
 
 
-def _vjp(kind, output, grad_output, axis, out):
+def _vjp(kind: Literal["log_softmax", "softmax"], output: ArrayLike, grad_output: ArrayLike,
+         axis: Axis, out: Optional[FloatArray]) -> Any:
     yc, rdt = V.float_input(output, "output")
     gc = V.same_dtype_input(grad_output, yc.dtype, "grad_output")
     V.same_shape(yc, gc, "output", "grad_output")
@@ -181,7 +220,8 @@ def _vjp(kind, output, grad_output, axis, out):
 
 # ================================================================== cross-entropy family
 
-def _grad_scaling(reduction, grad_output, denominator, samples):
+def _grad_scaling(reduction: str, grad_output: ArrayLike, denominator: float,
+                  samples: Tuple[int, ...]) -> Tuple[float, Optional[NDArray[np.float64]]]:
     """(gcoef, gscale) for the kernels: grad = gcoef * gscale_n * d(loss_n)/dx."""
     if reduction == "none":
         return 1.0, V.grad_output_array(grad_output, samples, np.float64)
@@ -193,7 +233,9 @@ def _grad_scaling(reduction, grad_output, denominator, samples):
     return (g / denominator if denominator != 0 else 0.0), None
 
 
-def _reduce(per_sample, reduction, denominator, samples, dtype, result_dtype=None):
+def _reduce(per_sample: NDArray[np.float64], reduction: str, denominator: float,
+            samples: Tuple[int, ...], dtype: np.dtype[Any],
+            result_dtype: Optional[np.dtype[Any]] = None) -> Any:
     """The loss value: per-sample losses in `result_dtype` (the input's float dtype, float16
     for float16 input) for "none"; a NumPy scalar of the compute `dtype` for mean/sum."""
     if reduction == "none":
@@ -204,7 +246,7 @@ def _reduce(per_sample, reduction, denominator, samples, dtype, result_dtype=Non
     return _scalar(_ieee_div(total, denominator), dtype)
 
 
-def _ieee_div(a, b):
+def _ieee_div(a: float, b: float) -> float:
     """a / b with IEEE semantics for b == 0 (an empty batch or all targets ignored gives
     0 / 0 = NaN, as in torch), without the cost of an np.errstate block."""
     if b != 0:
@@ -214,12 +256,13 @@ def _ieee_div(a, b):
     return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
-def _check_out_usage(out, want_grad):
+def _check_out_usage(out: Optional[FloatArray], want_grad: bool) -> None:
     if out is not None and not want_grad:
         raise ValueError("out= receives the gradient: pass return_grad=True (or use the *_grad form)")
 
 
-def _index_denominator(t, w, ignore):
+def _index_denominator(t: NDArray[np.int64], w: Optional[NDArray[np.float64]],
+                       ignore: int) -> float:
     """sum_n m_n w_{y_n}: the "mean" denominator of class-index losses (m_n = not ignored)."""
     if w is None:
         if t.size == 0 or not t.min() <= ignore <= t.max():
@@ -229,15 +272,19 @@ def _index_denominator(t, w, ignore):
     return float(w[t[kept]].sum(dtype=np.float64))
 
 
-def _ce_options(reduction, label_smoothing, z_loss, ignore_index):
+def _ce_options(reduction: str, label_smoothing: float, z_loss: float,
+                ignore_index: int) -> Tuple[Reduction, float, float, int]:
     """The validated scalar options shared by every cross-entropy entry point (softcap is
     checked once the compute dtype is known)."""
     return (V.reduction(reduction), V.label_smoothing(label_smoothing), V.z_loss(z_loss),
             V.ignore_index(ignore_index))
 
 
-def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smoothing, axis,
-                want_grad, grad_output, out, z_loss=0.0, softcap=None):
+def _class_loss(kind: Literal["ce", "nll"], inp: ArrayLike, target: ArrayLike,
+                weight: Optional[ArrayLike], ignore_index: int, reduction: str,
+                label_smoothing: float, axis: Axis, want_grad: bool, grad_output: ArrayLike,
+                out: Optional[FloatArray], z_loss: float = 0.0,
+                softcap: Optional[float] = None) -> Any:
     """Shared driver of cross_entropy (kind='ce') and nll_loss (kind='nll')."""
     reduction, eps, zl, ignore = _ce_options(reduction, label_smoothing, z_loss, ignore_index)
     xc, rdt = V.float_input(inp, "input")
@@ -285,16 +332,67 @@ def _class_loss(kind, inp, target, weight, ignore_index, reduction, label_smooth
     return value, V.deliver(grad, pending, rdt)
 
 
-def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
-                  ignore_index: int = -100, reduction: str = "mean",
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduced = ..., label_smoothing: float = ...,
+                  axis: Axis = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                  return_grad: Literal[False] = ..., grad_output: ArrayLike = ..., out: None = ...
+                 ) -> Scalar: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Literal["none"],
+                  label_smoothing: float = ..., axis: Axis = ..., z_loss: float = ...,
+                  softcap: Optional[float] = ..., return_grad: Literal[False] = ...,
+                  grad_output: ArrayLike = ..., out: None = ...) -> FloatArray: ...
+@overload
+def cross_entropy(input: NDArray[FloatT], target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduced = ..., label_smoothing: float = ...,
+                  axis: Axis = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                  return_grad: Literal[True], grad_output: ArrayLike = ...,
+                  out: Optional[NDArray[FloatT]] = ...) -> Tuple[Scalar, NDArray[FloatT]]: ...
+@overload
+def cross_entropy(input: NDArray[FloatT], target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Literal["none"],
+                  label_smoothing: float = ..., axis: Axis = ..., z_loss: float = ...,
+                  softcap: Optional[float] = ..., return_grad: Literal[True],
+                  grad_output: ArrayLike = ..., out: Optional[NDArray[FloatT]] = ...
+                 ) -> Tuple[FloatArray, NDArray[FloatT]]: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduced = ..., label_smoothing: float = ...,
+                  axis: Axis = ..., z_loss: float = ..., softcap: Optional[float] = ...,
+                  return_grad: Literal[True], grad_output: ArrayLike = ...,
+                  out: Optional[FloatArray] = ...) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Literal["none"],
+                  label_smoothing: float = ..., axis: Axis = ..., z_loss: float = ...,
+                  softcap: Optional[float] = ..., return_grad: Literal[True],
+                  grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                 ) -> Tuple[FloatArray, FloatArray]: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ...,
+                  label_smoothing: float = ..., axis: Axis = ..., z_loss: float = ...,
+                  softcap: Optional[float] = ..., return_grad: Literal[False] = ...,
+                  grad_output: ArrayLike = ..., out: None = ...) -> Loss: ...
+@overload
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ...,
+                  label_smoothing: float = ..., axis: Axis = ..., z_loss: float = ...,
+                  softcap: Optional[float] = ..., return_grad: bool, grad_output: ArrayLike = ...,
+                  out: Optional[FloatArray] = ...) -> LossOrGrad: ...
+
+def cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean",
                   label_smoothing: float = 0.0, axis: Axis = -1, z_loss: float = 0.0,
                   softcap: Optional[float] = None, return_grad: bool = False,
-                  grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None) -> LossOrGrad:
+                  grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None) -> Any:
     """Cross-entropy between logits and targets, as torch.nn.functional.cross_entropy.
 
     Parameters
     ----------
-    logits : array_like
+    input : array_like
         Unnormalised scores; the class axis is `axis`.  Shapes: (C,), (N, C), (N, d1, ..., C)
         with axis=-1, or PyTorch's (N, C, d1, ...) with axis=1.
     target : array_like
@@ -329,21 +427,34 @@ def cross_entropy(logits: ArrayLike, target: ArrayLike, *, weight: Optional[Arra
     loss : NumPy scalar (mean/sum) or ndarray of the per-sample shape ("none")
     grad : ndarray of the logits' shape and dtype, when return_grad=True
     """
-    r = _fastpath.class_loss(False, logits, target, weight, ignore_index, reduction,
+    r = _fastpath.class_loss(False, input, target, weight, ignore_index, reduction,
                              label_smoothing, axis, z_loss, softcap, return_grad, grad_output, out)
     if r is not _SLOW:
         return r
     _check_out_usage(out, return_grad)
-    return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
+    return _class_loss("ce", input, target, weight, ignore_index, reduction, label_smoothing,
                        axis, return_grad, grad_output, out, z_loss, softcap)
 
 
-def cross_entropy_grad(logits: ArrayLike, target: ArrayLike, *,
-                       weight: Optional[ArrayLike] = None, ignore_index: int = -100,
-                       reduction: str = "mean", label_smoothing: float = 0.0, axis: Axis = -1,
-                       z_loss: float = 0.0, softcap: Optional[float] = None,
-                       grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None
-                       ) -> FloatArray:
+@overload
+def cross_entropy_grad(input: NDArray[FloatT], target: ArrayLike, *,
+                       weight: Optional[ArrayLike] = ..., ignore_index: int = ...,
+                       reduction: Reduction = ..., label_smoothing: float = ..., axis: Axis = ...,
+                       z_loss: float = ..., softcap: Optional[float] = ...,
+                       grad_output: ArrayLike = ..., out: Optional[NDArray[FloatT]] = ...
+                      ) -> NDArray[FloatT]: ...
+@overload
+def cross_entropy_grad(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                       ignore_index: int = ..., reduction: Reduction = ...,
+                       label_smoothing: float = ..., axis: Axis = ..., z_loss: float = ...,
+                       softcap: Optional[float] = ..., grad_output: ArrayLike = ...,
+                       out: Optional[FloatArray] = ...) -> FloatArray: ...
+
+def cross_entropy_grad(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
+                       ignore_index: int = -100, reduction: Reduction = "mean",
+                       label_smoothing: float = 0.0, axis: Axis = -1, z_loss: float = 0.0,
+                       softcap: Optional[float] = None, grad_output: ArrayLike = 1.0,
+                       out: Optional[FloatArray] = None) -> Any:
     """Gradient of cross_entropy w.r.t. the logits, scaled by grad_output.
 
     Takes cross_entropy's parameters (without return_grad) and returns only the gradient, from
@@ -353,24 +464,65 @@ def cross_entropy_grad(logits: ArrayLike, target: ArrayLike, *,
     -------
     ndarray of the logits' shape and dtype: grad_output * d(loss)/d(logits).
     """
-    r = _fastpath.class_loss(False, logits, target, weight, ignore_index, reduction,
+    r = _fastpath.class_loss(False, input, target, weight, ignore_index, reduction,
                              label_smoothing, axis, z_loss, softcap, True, grad_output, out)
     if r is not _SLOW:
         return r[1]
-    return _class_loss("ce", logits, target, weight, ignore_index, reduction, label_smoothing,
+    return _class_loss("ce", input, target, weight, ignore_index, reduction, label_smoothing,
                        axis, True, grad_output, out, z_loss, softcap)[1]
 
 
-def nll_loss(log_probs: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
-             ignore_index: int = -100, reduction: str = "mean", axis: Axis = -1,
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Reduced = ..., axis: Axis = ...,
+             return_grad: Literal[False] = ..., grad_output: ArrayLike = ..., out: None = ...
+            ) -> Scalar: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Literal["none"], axis: Axis = ...,
+             return_grad: Literal[False] = ..., grad_output: ArrayLike = ..., out: None = ...
+            ) -> FloatArray: ...
+@overload
+def nll_loss(input: NDArray[FloatT], target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Reduced = ..., axis: Axis = ...,
+             return_grad: Literal[True], grad_output: ArrayLike = ...,
+             out: Optional[NDArray[FloatT]] = ...) -> Tuple[Scalar, NDArray[FloatT]]: ...
+@overload
+def nll_loss(input: NDArray[FloatT], target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Literal["none"], axis: Axis = ...,
+             return_grad: Literal[True], grad_output: ArrayLike = ...,
+             out: Optional[NDArray[FloatT]] = ...) -> Tuple[FloatArray, NDArray[FloatT]]: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Reduced = ..., axis: Axis = ...,
+             return_grad: Literal[True], grad_output: ArrayLike = ...,
+             out: Optional[FloatArray] = ...) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Literal["none"], axis: Axis = ...,
+             return_grad: Literal[True], grad_output: ArrayLike = ...,
+             out: Optional[FloatArray] = ...) -> Tuple[FloatArray, FloatArray]: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Reduction = ..., axis: Axis = ...,
+             return_grad: Literal[False] = ..., grad_output: ArrayLike = ..., out: None = ...
+            ) -> Loss: ...
+@overload
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+             ignore_index: int = ..., reduction: Reduction = ..., axis: Axis = ...,
+             return_grad: bool, grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+            ) -> LossOrGrad: ...
+
+def nll_loss(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
+             ignore_index: int = -100, reduction: Reduction = "mean", axis: Axis = -1,
              return_grad: bool = False, grad_output: ArrayLike = 1.0,
-             out: Optional[FloatArray] = None) -> LossOrGrad:
+             out: Optional[FloatArray] = None) -> Any:
     """Negative log-likelihood of class-index targets given log-probabilities, as
     torch.nn.functional.nll_loss: loss_n = -weight[y_n] * log_probs[n, y_n].
 
     Parameters
     ----------
-    log_probs : array_like
+    input : array_like
         Log-probabilities (e.g. log_softmax output); the class axis is `axis`.
     target : array_like of int
         Class indices, the input's shape without the class axis.
@@ -382,19 +534,28 @@ def nll_loss(log_probs: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayL
     loss, or (loss, grad) with return_grad=True; grad is -weight[y] * grad_output at the target
     and 0 elsewhere.
     """
-    r = _fastpath.class_loss(True, log_probs, target, weight, ignore_index, reduction, 0.0, axis,
+    r = _fastpath.class_loss(True, input, target, weight, ignore_index, reduction, 0.0, axis,
                              0.0, None, return_grad, grad_output, out)
     if r is not _SLOW:
         return r
     _check_out_usage(out, return_grad)
-    return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
+    return _class_loss("nll", input, target, weight, ignore_index, reduction, 0.0, axis,
                        return_grad, grad_output, out)
 
 
-def nll_loss_grad(log_probs: ArrayLike, target: ArrayLike, *,
-                  weight: Optional[ArrayLike] = None, ignore_index: int = -100,
-                  reduction: str = "mean", axis: Axis = -1, grad_output: ArrayLike = 1.0,
-                  out: Optional[FloatArray] = None) -> FloatArray:
+@overload
+def nll_loss_grad(input: NDArray[FloatT], target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ..., axis: Axis = ...,
+                  grad_output: ArrayLike = ..., out: Optional[NDArray[FloatT]] = ...
+                 ) -> NDArray[FloatT]: ...
+@overload
+def nll_loss_grad(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                  ignore_index: int = ..., reduction: Reduction = ..., axis: Axis = ...,
+                  grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...) -> FloatArray: ...
+
+def nll_loss_grad(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = None,
+                  ignore_index: int = -100, reduction: Reduction = "mean", axis: Axis = -1,
+                  grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None) -> Any:
     """Gradient of nll_loss w.r.t. the log-probabilities, scaled by grad_output.
 
     Takes nll_loss's parameters (without return_grad).
@@ -403,13 +564,15 @@ def nll_loss_grad(log_probs: ArrayLike, target: ArrayLike, *,
     -------
     ndarray of the input's shape and dtype.
     """
-    return _class_loss("nll", log_probs, target, weight, ignore_index, reduction, 0.0, axis,
+    return _class_loss("nll", input, target, weight, ignore_index, reduction, 0.0, axis,
                        True, grad_output, out)[1]
 
 
 # ================================================================== binary losses
 
-def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, grad_output, out):
+def _binary_loss(kind: Literal["logits", "probs"], inp: ArrayLike, target: ArrayLike,
+                 weight: Optional[ArrayLike], pos_weight: Optional[ArrayLike], reduction: str,
+                 want_grad: bool, grad_output: ArrayLike, out: Optional[FloatArray]) -> Any:
     reduction = V.reduction(reduction)
     xc, rdt = V.float_input(inp, "input")
     y = V.same_dtype_input(target, xc.dtype, "target")
@@ -445,7 +608,7 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
                    grad.reshape(-1) if grad is not None else None, gcoef, gscale,
                    _nthreads(n, "binary"))
 
-    if reduction == "none":
+    if loss is not None:                # reduction == "none"
         value = loss.astype(rdt, copy=False)
     else:
         total = _pairwise_sum(chunk_sum)
@@ -455,18 +618,75 @@ def _binary_loss(kind, inp, target, weight, pos_weight, reduction, want_grad, gr
     return value, V.deliver(grad, pending, rdt)
 
 
-def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Reduced = ..., return_grad: Literal[False] = ...,
+                                     grad_output: ArrayLike = ..., out: None = ...) -> Scalar: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Literal["none"], return_grad: Literal[False] = ...,
+                                     grad_output: ArrayLike = ..., out: None = ...
+                                    ) -> FloatArray: ...
+@overload
+def binary_cross_entropy_with_logits(input: NDArray[FloatT], target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Reduced = ..., return_grad: Literal[True],
+                                     grad_output: ArrayLike = ...,
+                                     out: Optional[NDArray[FloatT]] = ...
+                                    ) -> Tuple[Scalar, NDArray[FloatT]]: ...
+@overload
+def binary_cross_entropy_with_logits(input: NDArray[FloatT], target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Literal["none"], return_grad: Literal[True],
+                                     grad_output: ArrayLike = ...,
+                                     out: Optional[NDArray[FloatT]] = ...
+                                    ) -> Tuple[FloatArray, NDArray[FloatT]]: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Reduced = ..., return_grad: Literal[True],
+                                     grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                                    ) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Literal["none"], return_grad: Literal[True],
+                                     grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                                    ) -> Tuple[FloatArray, FloatArray]: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Reduction = ..., return_grad: Literal[False] = ...,
+                                     grad_output: ArrayLike = ..., out: None = ...) -> Loss: ...
+@overload
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
+                                     weight: Optional[ArrayLike] = ...,
+                                     pos_weight: Optional[ArrayLike] = ...,
+                                     reduction: Reduction = ..., return_grad: bool,
+                                     grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                                    ) -> LossOrGrad: ...
+
+def binary_cross_entropy_with_logits(input: ArrayLike, target: ArrayLike, *,
                                      weight: Optional[ArrayLike] = None,
                                      pos_weight: Optional[ArrayLike] = None,
-                                     reduction: str = "mean", return_grad: bool = False,
+                                     reduction: Reduction = "mean", return_grad: bool = False,
                                      grad_output: ArrayLike = 1.0,
-                                     out: Optional[FloatArray] = None) -> LossOrGrad:
+                                     out: Optional[FloatArray] = None) -> Any:
     """Binary cross-entropy on logits, as torch.nn.functional.binary_cross_entropy_with_logits:
     loss = weight * [(1 - y) x + (1 + (pos_weight - 1) y) softplus(-x)], computed stably.
 
     Parameters
     ----------
-    logits, target : array_like of the same shape (targets in [0, 1], soft labels allowed)
+    input, target : array_like of the same shape (logits; targets in [0, 1], soft labels allowed)
     weight : array_like broadcastable to the input, optional
     pos_weight : array_like broadcastable along the last axis, optional
     reduction, return_grad, grad_output, out : as cross_entropy ("mean" divides by the number
@@ -474,20 +694,35 @@ def binary_cross_entropy_with_logits(logits: ArrayLike, target: ArrayLike, *,
 
     At infinite logits the mathematical limits are returned (0 or +inf), not NaN.
     """
-    r = _fastpath.binary_loss("logits", logits, target, weight, pos_weight, reduction,
+    r = _fastpath.binary_loss("logits", input, target, weight, pos_weight, reduction,
                               return_grad, grad_output, out)
     if r is not _SLOW:
         return r
     _check_out_usage(out, return_grad)
-    return _binary_loss("logits", logits, target, weight, pos_weight, reduction, return_grad,
+    return _binary_loss("logits", input, target, weight, pos_weight, reduction, return_grad,
                         grad_output, out)
 
 
-def binary_cross_entropy_with_logits_grad(logits: ArrayLike, target: ArrayLike, *,
+@overload
+def binary_cross_entropy_with_logits_grad(input: NDArray[FloatT], target: ArrayLike, *,
+                                          weight: Optional[ArrayLike] = ...,
+                                          pos_weight: Optional[ArrayLike] = ...,
+                                          reduction: Reduction = ..., grad_output: ArrayLike = ...,
+                                          out: Optional[NDArray[FloatT]] = ...
+                                         ) -> NDArray[FloatT]: ...
+@overload
+def binary_cross_entropy_with_logits_grad(input: ArrayLike, target: ArrayLike, *,
+                                          weight: Optional[ArrayLike] = ...,
+                                          pos_weight: Optional[ArrayLike] = ...,
+                                          reduction: Reduction = ..., grad_output: ArrayLike = ...,
+                                          out: Optional[FloatArray] = ...) -> FloatArray: ...
+
+def binary_cross_entropy_with_logits_grad(input: ArrayLike, target: ArrayLike, *,
                                           weight: Optional[ArrayLike] = None,
                                           pos_weight: Optional[ArrayLike] = None,
-                                          reduction: str = "mean", grad_output: ArrayLike = 1.0,
-                                          out: Optional[FloatArray] = None) -> FloatArray:
+                                          reduction: Reduction = "mean",
+                                          grad_output: ArrayLike = 1.0,
+                                          out: Optional[FloatArray] = None) -> Any:
     """Gradient of binary_cross_entropy_with_logits w.r.t. the logits, scaled by grad_output.
 
     Takes binary_cross_entropy_with_logits's parameters (without return_grad).
@@ -497,24 +732,64 @@ def binary_cross_entropy_with_logits_grad(logits: ArrayLike, target: ArrayLike, 
     ndarray of the logits' shape and dtype: weight [(1-y) sigmoid(x) - p y sigmoid(-x)] times
     the reduction's scale, finite at infinite logits.
     """
-    r = _fastpath.binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
+    r = _fastpath.binary_loss("logits", input, target, weight, pos_weight, reduction, True,
                               grad_output, out)
     if r is not _SLOW:
         return r[1]
-    return _binary_loss("logits", logits, target, weight, pos_weight, reduction, True,
+    return _binary_loss("logits", input, target, weight, pos_weight, reduction, True,
                         grad_output, out)[1]
 
 
-def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
-                         weight: Optional[ArrayLike] = None, reduction: str = "mean",
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                         reduction: Reduced = ..., return_grad: Literal[False] = ...,
+                         grad_output: ArrayLike = ..., out: None = ...) -> Scalar: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                         reduction: Literal["none"], return_grad: Literal[False] = ...,
+                         grad_output: ArrayLike = ..., out: None = ...) -> FloatArray: ...
+@overload
+def binary_cross_entropy(input: NDArray[FloatT], target: ArrayLike, *,
+                         weight: Optional[ArrayLike] = ..., reduction: Reduced = ...,
+                         return_grad: Literal[True], grad_output: ArrayLike = ...,
+                         out: Optional[NDArray[FloatT]] = ...
+                        ) -> Tuple[Scalar, NDArray[FloatT]]: ...
+@overload
+def binary_cross_entropy(input: NDArray[FloatT], target: ArrayLike, *,
+                         weight: Optional[ArrayLike] = ..., reduction: Literal["none"],
+                         return_grad: Literal[True], grad_output: ArrayLike = ...,
+                         out: Optional[NDArray[FloatT]] = ...
+                        ) -> Tuple[FloatArray, NDArray[FloatT]]: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                         reduction: Reduced = ..., return_grad: Literal[True],
+                         grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                        ) -> Tuple[Scalar, FloatArray]: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                         reduction: Literal["none"], return_grad: Literal[True],
+                         grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                        ) -> Tuple[FloatArray, FloatArray]: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                         reduction: Reduction = ..., return_grad: Literal[False] = ...,
+                         grad_output: ArrayLike = ..., out: None = ...) -> Loss: ...
+@overload
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *, weight: Optional[ArrayLike] = ...,
+                         reduction: Reduction = ..., return_grad: bool,
+                         grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                        ) -> LossOrGrad: ...
+
+def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *,
+                         weight: Optional[ArrayLike] = None, reduction: Reduction = "mean",
                          return_grad: bool = False, grad_output: ArrayLike = 1.0,
-                         out: Optional[FloatArray] = None) -> LossOrGrad:
+                         out: Optional[FloatArray] = None) -> Any:
     """Binary cross-entropy on probabilities, as torch.nn.functional.binary_cross_entropy:
     loss = -weight [y log p + (1 - y) log(1 - p)] with each log clamped at -100.
 
     Parameters
     ----------
-    probs, target : array_like of the same shape
+    input, target : array_like of the same shape
         Probabilities in [0, 1] (outside: ValueError; NaN propagates) and targets.
     weight : array_like broadcastable to the input, optional
     reduction, return_grad, grad_output, out
@@ -526,14 +801,25 @@ def binary_cross_entropy(probs: ArrayLike, target: ArrayLike, *,
     weight (p - y) / max(p (1 - p), 1e-12), as in torch.
     """
     _check_out_usage(out, return_grad)
-    return _binary_loss("probs", probs, target, weight, None, reduction, return_grad,
+    return _binary_loss("probs", input, target, weight, None, reduction, return_grad,
                         grad_output, out)
 
 
-def binary_cross_entropy_grad(probs: ArrayLike, target: ArrayLike, *,
-                              weight: Optional[ArrayLike] = None, reduction: str = "mean",
-                              grad_output: ArrayLike = 1.0,
-                              out: Optional[FloatArray] = None) -> FloatArray:
+@overload
+def binary_cross_entropy_grad(input: NDArray[FloatT], target: ArrayLike, *,
+                              weight: Optional[ArrayLike] = ..., reduction: Reduction = ...,
+                              grad_output: ArrayLike = ..., out: Optional[NDArray[FloatT]] = ...
+                             ) -> NDArray[FloatT]: ...
+@overload
+def binary_cross_entropy_grad(input: ArrayLike, target: ArrayLike, *,
+                              weight: Optional[ArrayLike] = ..., reduction: Reduction = ...,
+                              grad_output: ArrayLike = ..., out: Optional[FloatArray] = ...
+                             ) -> FloatArray: ...
+
+def binary_cross_entropy_grad(input: ArrayLike, target: ArrayLike, *,
+                              weight: Optional[ArrayLike] = None, reduction: Reduction = "mean",
+                              grad_output: ArrayLike = 1.0, out: Optional[FloatArray] = None
+                             ) -> Any:
     """Gradient of binary_cross_entropy w.r.t. the probabilities, scaled by grad_output.
 
     Takes binary_cross_entropy's parameters (without return_grad).
@@ -542,19 +828,29 @@ def binary_cross_entropy_grad(probs: ArrayLike, target: ArrayLike, *,
     -------
     ndarray of the input's shape and dtype.
     """
-    return _binary_loss("probs", probs, target, weight, None, reduction, True, grad_output,
+    return _binary_loss("probs", input, target, weight, None, reduction, True, grad_output,
                         out)[1]
 
 
 # ================================================================== from probabilities
 
-def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optional[float] = None,
-                              reduction: str = "mean", axis: Axis = -1) -> Loss:
+@overload
+def categorical_cross_entropy(input: ArrayLike, target: ArrayLike, *, eps: Optional[float] = ...,
+                              reduction: Reduced = ..., axis: Axis = ...) -> Scalar: ...
+@overload
+def categorical_cross_entropy(input: ArrayLike, target: ArrayLike, *, eps: Optional[float] = ...,
+                              reduction: Literal["none"], axis: Axis = ...) -> FloatArray: ...
+@overload
+def categorical_cross_entropy(input: ArrayLike, target: ArrayLike, *, eps: Optional[float] = ...,
+                              reduction: Reduction = ..., axis: Axis = ...) -> Loss: ...
+
+def categorical_cross_entropy(input: ArrayLike, target: ArrayLike, *, eps: Optional[float] = None,
+                              reduction: Reduction = "mean", axis: Axis = -1) -> Any:
     """Cross-entropy of predicted probabilities (Keras' from_logits=False).
 
     Parameters
     ----------
-    probs : array_like
+    input : array_like
         Predicted probabilities; the class axis is `axis`.
     target : array_like
         Class indices (the input's shape without `axis`) or one-hot / probabilities (the
@@ -572,9 +868,9 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
     """
     what = "categorical_cross_entropy"
     reduction = V.reduction(reduction)
-    pc, rdt = V.float_input(V.predicted_probabilities(probs, what), "probs")
-    A, C, B, ax = V.split_axis(pc.shape, axis, "probs")
-    V.unit_interval(pc, "probs", what)
+    pc, rdt = V.float_input(V.predicted_probabilities(input, what), "input")
+    A, C, B, ax = V.split_axis(pc.shape, axis, "input")
+    V.unit_interval(pc, "input", what)
     samples = V.sample_shape(pc.shape, ax)
     e = V.eps_value(eps, rdt)          # the input dtype's epsilon (float16's for float16 input)
     if V.target_format(target, pc.shape, samples) == "index":
@@ -589,12 +885,12 @@ def categorical_cross_entropy(probs: ArrayLike, target: ArrayLike, *, eps: Optio
     return _reduce(per, reduction, float(per.size), samples, pc.dtype, rdt)
 
 
-def accuracy(scores: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
+def accuracy(input: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
     """Fraction of samples whose argmax over `axis` equals the target.
 
     Parameters
     ----------
-    scores : array_like
+    input : array_like
         Logits or probabilities; the class axis is `axis`.
     target : array_like
         Class indices, or one-hot / probabilities (reduced by argmax).
@@ -604,7 +900,7 @@ def accuracy(scores: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
     -------
     float in [0, 1] (NaN for an empty batch).
     """
-    sc = np.asarray(scores)
+    sc = np.asarray(input)
     V.float_dtypes(sc.dtype, "scores")
     A, C, B, ax = V.split_axis(sc.shape, axis, "scores")
     samples = V.sample_shape(sc.shape, ax)
@@ -627,14 +923,62 @@ def accuracy(scores: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
 LINEAR_CE_CHUNK_ELEMENTS = 1 << 23
 
 
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., reduction: Reduced = ...,
+                         label_smoothing: float = ..., z_loss: float = ...,
+                         softcap: Optional[float] = ..., chunk_size: Optional[int] = ...,
+                         return_grad: Literal[False] = ..., grad_output: ArrayLike = ...
+                        ) -> Scalar: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., reduction: Literal["none"],
+                         label_smoothing: float = ..., z_loss: float = ...,
+                         softcap: Optional[float] = ..., chunk_size: Optional[int] = ...,
+                         return_grad: Literal[False] = ..., grad_output: ArrayLike = ...
+                        ) -> FloatArray: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: None = ..., weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., reduction: Reduction = ...,
+                         label_smoothing: float = ..., z_loss: float = ...,
+                         softcap: Optional[float] = ..., chunk_size: Optional[int] = ...,
+                         return_grad: Literal[True], grad_output: ArrayLike = ...
+                        ) -> Tuple[Loss, FloatArray, FloatArray]: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: ArrayLike, weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., reduction: Reduction = ...,
+                         label_smoothing: float = ..., z_loss: float = ...,
+                         softcap: Optional[float] = ..., chunk_size: Optional[int] = ...,
+                         return_grad: Literal[True], grad_output: ArrayLike = ...
+                        ) -> Tuple[Loss, FloatArray, FloatArray, FloatArray]: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., reduction: Reduction = ...,
+                         label_smoothing: float = ..., z_loss: float = ...,
+                         softcap: Optional[float] = ..., chunk_size: Optional[int] = ...,
+                         return_grad: Literal[True], grad_output: ArrayLike = ...
+                        ) -> Tuple[Loss, ...]: ...
+@overload
+def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
+                         linear_bias: Optional[ArrayLike] = ..., weight: Optional[ArrayLike] = ...,
+                         ignore_index: int = ..., reduction: Reduction = ...,
+                         label_smoothing: float = ..., z_loss: float = ...,
+                         softcap: Optional[float] = ..., chunk_size: Optional[int] = ...,
+                         return_grad: bool = ..., grad_output: ArrayLike = ...
+                        ) -> Union[Loss, Tuple[Loss, ...]]: ...
+
 def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: ArrayLike, *,
                          linear_bias: Optional[ArrayLike] = None,
                          weight: Optional[ArrayLike] = None, ignore_index: int = -100,
-                         reduction: str = "mean", label_smoothing: float = 0.0,
+                         reduction: Reduction = "mean", label_smoothing: float = 0.0,
                          z_loss: float = 0.0, softcap: Optional[float] = None,
                          chunk_size: Optional[int] = None, return_grad: bool = False,
-                         grad_output: ArrayLike = 1.0
-                         ) -> Union[Loss, Tuple[Union[Loss, FloatArray], ...]]:
+                         grad_output: ArrayLike = 1.0) -> Any:
     """Cross-entropy of ``input @ linear_weight.T + linear_bias`` without materialising the
     full (N, V) logits, as torch.nn.functional.linear_cross_entropy.
 

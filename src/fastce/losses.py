@@ -17,7 +17,7 @@ further ``backward`` calls).
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Callable, Dict, Generic, List, Literal, Optional, Tuple, TypeVar, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -28,20 +28,36 @@ from . import functional as _F
 
 __all__ = ["CrossEntropyLoss", "NLLLoss", "BCEWithLogitsLoss", "BCELoss"]
 
+# A criterion's loss type follows its reduction: a NumPy scalar for "mean"/"sum" (the
+# default), an array for "none".  The overloaded constructors pick it from the literal, so
+# `float(CrossEntropyLoss()(x, t))` and `CrossEntropyLoss(reduction="none")(x, t).shape` both
+# type-check, and `reduction="avg"` does not.
+LossT = TypeVar("LossT", np.floating[Any], NDArray[np.floating[Any]])
+_Scalar = np.floating[Any]
+_Array = NDArray[np.floating[Any]]
+_Reduced = Literal["mean", "sum"]
+_None = Literal["none"]
+_Reduction = Literal["mean", "sum", "none"]
+_Options = Dict[str, Any]
+_ReprItems = List[Tuple[str, Any]]
 
-class _Criterion:
+
+class _Criterion(Generic[LossT]):
     """Shared machinery: one fused loss+grad call in forward, rescaling in backward."""
 
-    _fn: Any = None            # the fastce.functional loss function
+    axis: int                  # the class axis (class-index criteria only)
+    # The fastce.functional loss function, always called with return_grad=True (the subclasses'
+    # assignments ignore the overloads that return the loss alone).
+    _fn: Callable[..., Tuple[LossT, _Array]]
     _class_axis: bool = True   # per-sample losses drop the class axis (CE/NLL) or not (BCE)
 
-    def __init__(self, reduction: str) -> None:
+    def __init__(self, reduction: _Reduction) -> None:
         self.reduction = V.reduction(reduction)
         self._grad: Optional[NDArray[np.floating]] = None
-        self._axis: Optional[int] = None   # normalised class axis of the last input
+        self._axis: int = 0                # normalised class axis of the last input
 
     # -- options passed to the function (subclasses) -------------------------------------
-    def _kwargs(self) -> dict:
+    def _kwargs(self) -> _Options:
         raise NotImplementedError
 
     def _fast(self, input: Any, target: Any, out: Any) -> Any:
@@ -51,12 +67,12 @@ class _Criterion:
 
     # -- public API ----------------------------------------------------------------------
     def __call__(self, input: ArrayLike, target: ArrayLike, *,
-                 out: Optional[NDArray[np.floating]] = None) -> Any:
+                 out: Optional[NDArray[np.floating[Any]]] = None) -> LossT:
         """Same as :meth:`forward`."""
         return self.forward(input, target, out=out)
 
     def forward(self, input: ArrayLike, target: ArrayLike, *,
-                out: Optional[NDArray[np.floating]] = None) -> Any:
+                out: Optional[NDArray[np.floating[Any]]] = None) -> LossT:
         """Compute the loss, and the gradient for :meth:`backward` in the same pass.
 
         Parameters
@@ -80,7 +96,8 @@ class _Criterion:
         if r is _fastpath.SLOW:
             r = type(self)._fn(input, target, reduction=self.reduction, return_grad=True,
                                out=out, **self._kwargs())
-        loss, grad = r
+        loss: LossT = r[0]
+        grad: NDArray[np.floating[Any]] = r[1]
         if self._class_axis and self.reduction == "none":
             ndim = grad.ndim
             self._axis = int(self.axis) % ndim if ndim else 0
@@ -88,7 +105,7 @@ class _Criterion:
         return loss
 
     def backward(self, grad_output: ArrayLike = 1.0, *, retain: bool = False
-                 ) -> NDArray[np.floating]:
+                 ) -> NDArray[np.floating[Any]]:
         """Gradient of the last forward's loss w.r.t. its input, scaled by `grad_output`.
 
         Parameters
@@ -135,15 +152,15 @@ class _Criterion:
         return self._grad is not None
 
     # -- helpers -------------------------------------------------------------------------
-    def _scale(self, grad_output: ArrayLike, grad: np.ndarray) -> Any:
+    def _scale(self, grad_output: ArrayLike, grad: NDArray[Any]) -> Any:
         """The factor to multiply the stored gradient by (None when it is exactly 1).
 
         grad_output follows the functions' rules (fastce._validate); the rescale runs in at
         least float32 (float16 gradients are rescaled in float32)."""
         cdt = np.result_type(grad.dtype, np.float32)
         if self.reduction != "none" or np.ndim(grad_output) == 0:
-            g = V.grad_output_scalar(grad_output)
-            return None if g == 1.0 else np.asarray(g, dtype=cdt)
+            s = V.grad_output_scalar(grad_output)
+            return None if s == 1.0 else np.asarray(s, dtype=cdt)
         if self._class_axis:
             samples = grad.shape[:self._axis] + grad.shape[self._axis + 1:]
         else:
@@ -155,15 +172,15 @@ class _Criterion:
         opts = ", ".join(f"{k}={v!r}" for k, v in self._repr_items())
         return f"{type(self).__name__}({opts})"
 
-    def _repr_items(self) -> list:
+    def _repr_items(self) -> _ReprItems:
         return [("reduction", self.reduction)]
 
 
-def _opt_weight(weight: Optional[ArrayLike], name: str = "weight") -> Optional[np.ndarray]:
+def _opt_weight(weight: Optional[ArrayLike], name: str = "weight") -> Optional[NDArray[Any]]:
     return None if weight is None else V.plain_array(weight, name)
 
 
-def _class_repr_items(crit: Any) -> list:
+def _class_repr_items(crit: Any) -> _ReprItems:
     """repr options shared by the class-index criteria (CrossEntropyLoss, NLLLoss)."""
     items = [("reduction", crit.reduction), ("axis", crit.axis)]
     if crit.weight is not None:
@@ -173,7 +190,7 @@ def _class_repr_items(crit: Any) -> list:
     return items
 
 
-class CrossEntropyLoss(_Criterion):
+class CrossEntropyLoss(_Criterion[LossT]):
     """Cross-entropy of logits and targets as a criterion object (``torch.nn.CrossEntropyLoss``).
 
     Parameters
@@ -202,10 +219,19 @@ class CrossEntropyLoss(_Criterion):
     (3, 3)
     """
 
-    _fn = staticmethod(_F.cross_entropy)
+    _fn = staticmethod(_F.cross_entropy)  # type: ignore[assignment]
+
+    @overload
+    def __init__(self: CrossEntropyLoss[_Scalar], weight: Optional[ArrayLike] = ..., *,
+                 ignore_index: int = ..., reduction: _Reduced = ..., label_smoothing: float = ...,
+                 axis: int = ..., z_loss: float = ..., softcap: Optional[float] = ...) -> None: ...
+    @overload
+    def __init__(self: CrossEntropyLoss[_Array], weight: Optional[ArrayLike] = ..., *,
+                 ignore_index: int = ..., reduction: _None, label_smoothing: float = ...,
+                 axis: int = ..., z_loss: float = ..., softcap: Optional[float] = ...) -> None: ...
 
     def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
-                 reduction: str = "mean", label_smoothing: float = 0.0, axis: int = -1,
+                 reduction: _Reduction = "mean", label_smoothing: float = 0.0, axis: int = -1,
                  z_loss: float = 0.0, softcap: Optional[float] = None) -> None:
         super().__init__(reduction)
         # options checked now by the functions' own rules (a bad one raises here, with the same
@@ -218,7 +244,7 @@ class CrossEntropyLoss(_Criterion):
         V.softcap(softcap)
         self.softcap = softcap
 
-    def _kwargs(self) -> dict:
+    def _kwargs(self) -> _Options:
         return dict(weight=self.weight, ignore_index=self.ignore_index,
                     label_smoothing=self.label_smoothing, axis=self.axis, z_loss=self.z_loss,
                     softcap=self.softcap)
@@ -228,7 +254,7 @@ class CrossEntropyLoss(_Criterion):
                                     self.reduction, self.label_smoothing, self.axis, self.z_loss,
                                     self.softcap, True, 1.0, out)
 
-    def _repr_items(self) -> list:
+    def _repr_items(self) -> _ReprItems:
         items = _class_repr_items(self)
         if self.label_smoothing:
             items.append(("label_smoothing", self.label_smoothing))
@@ -239,7 +265,7 @@ class CrossEntropyLoss(_Criterion):
         return items
 
 
-class NLLLoss(_Criterion):
+class NLLLoss(_Criterion[LossT]):
     """Negative log-likelihood of class-index targets given log-probabilities, as a criterion
     object (``torch.nn.NLLLoss``).
 
@@ -254,27 +280,34 @@ class NLLLoss(_Criterion):
         The class axis of the log-probabilities.
     """
 
-    _fn = staticmethod(_F.nll_loss)
+    _fn = staticmethod(_F.nll_loss)  # type: ignore[assignment]
+
+    @overload
+    def __init__(self: NLLLoss[_Scalar], weight: Optional[ArrayLike] = ..., *,
+                 ignore_index: int = ..., reduction: _Reduced = ..., axis: int = ...) -> None: ...
+    @overload
+    def __init__(self: NLLLoss[_Array], weight: Optional[ArrayLike] = ..., *,
+                 ignore_index: int = ..., reduction: _None, axis: int = ...) -> None: ...
 
     def __init__(self, weight: Optional[ArrayLike] = None, *, ignore_index: int = -100,
-                 reduction: str = "mean", axis: int = -1) -> None:
+                 reduction: _Reduction = "mean", axis: int = -1) -> None:
         super().__init__(reduction)
         self.weight = _opt_weight(weight)
         self.ignore_index = V.ignore_index(ignore_index)
         self.axis = V.axis_option(axis)
 
-    def _kwargs(self) -> dict:
+    def _kwargs(self) -> _Options:
         return dict(weight=self.weight, ignore_index=self.ignore_index, axis=self.axis)
 
     def _fast(self, input: Any, target: Any, out: Any) -> Any:
         return _fastpath.class_loss(True, input, target, self.weight, self.ignore_index,
                                     self.reduction, 0.0, self.axis, 0.0, None, True, 1.0, out)
 
-    def _repr_items(self) -> list:
+    def _repr_items(self) -> _ReprItems:
         return _class_repr_items(self)
 
 
-class BCEWithLogitsLoss(_Criterion):
+class BCEWithLogitsLoss(_Criterion[LossT]):
     """Binary cross-entropy on logits as a criterion object (``torch.nn.BCEWithLogitsLoss``).
 
     Parameters
@@ -287,24 +320,31 @@ class BCEWithLogitsLoss(_Criterion):
         Weight of positive examples, broadcast along the last axis.
     """
 
-    _fn = staticmethod(_F.binary_cross_entropy_with_logits)
+    _fn = staticmethod(_F.binary_cross_entropy_with_logits)  # type: ignore[assignment]
     _class_axis = False
 
-    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: str = "mean",
+    @overload
+    def __init__(self: BCEWithLogitsLoss[_Scalar], weight: Optional[ArrayLike] = ..., *,
+                 reduction: _Reduced = ..., pos_weight: Optional[ArrayLike] = ...) -> None: ...
+    @overload
+    def __init__(self: BCEWithLogitsLoss[_Array], weight: Optional[ArrayLike] = ..., *,
+                 reduction: _None, pos_weight: Optional[ArrayLike] = ...) -> None: ...
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: _Reduction = "mean",
                  pos_weight: Optional[ArrayLike] = None) -> None:
         super().__init__(reduction)
         self.weight = _opt_weight(weight)
         self.pos_weight = _opt_weight(pos_weight, "pos_weight")
 
-    def _kwargs(self) -> dict:
+    def _kwargs(self) -> _Options:
         return dict(weight=self.weight, pos_weight=self.pos_weight)
 
     def _fast(self, input: Any, target: Any, out: Any) -> Any:
         return _fastpath.binary_loss("logits", input, target, self.weight, self.pos_weight,
                                      self.reduction, True, 1.0, out)
 
-    def _repr_items(self) -> list:
-        items: list = [("reduction", self.reduction)]
+    def _repr_items(self) -> _ReprItems:
+        items: _ReprItems = [("reduction", self.reduction)]
         if self.weight is not None:
             items.append(("weight", self.weight.tolist()))
         if self.pos_weight is not None:
@@ -312,7 +352,7 @@ class BCEWithLogitsLoss(_Criterion):
         return items
 
 
-class BCELoss(_Criterion):
+class BCELoss(_Criterion[LossT]):
     """Binary cross-entropy on probabilities as a criterion object (``torch.nn.BCELoss``).
 
     Logs are clamped at -100; probabilities outside [0, 1] raise ValueError.
@@ -325,18 +365,26 @@ class BCELoss(_Criterion):
         ``"mean"`` divides by the number of elements.
     """
 
-    _fn = staticmethod(_F.binary_cross_entropy)
+    _fn = staticmethod(_F.binary_cross_entropy)  # type: ignore[assignment]
     _class_axis = False
 
-    def __init__(self, weight: Optional[ArrayLike] = None, *, reduction: str = "mean") -> None:
+    @overload
+    def __init__(self: BCELoss[_Scalar], weight: Optional[ArrayLike] = ..., *,
+                 reduction: _Reduced = ...) -> None: ...
+    @overload
+    def __init__(self: BCELoss[_Array], weight: Optional[ArrayLike] = ..., *,
+                 reduction: _None) -> None: ...
+
+    def __init__(self, weight: Optional[ArrayLike] = None, *,
+                 reduction: _Reduction = "mean") -> None:
         super().__init__(reduction)
         self.weight = _opt_weight(weight)
 
-    def _kwargs(self) -> dict:
+    def _kwargs(self) -> _Options:
         return dict(weight=self.weight)
 
-    def _repr_items(self) -> list:
-        items: list = [("reduction", self.reduction)]
+    def _repr_items(self) -> _ReprItems:
+        items: _ReprItems = [("reduction", self.reduction)]
         if self.weight is not None:
             items.append(("weight", self.weight.tolist()))
         return items

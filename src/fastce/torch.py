@@ -21,7 +21,7 @@ This module imports torch; ``import fastce`` alone never does.
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import numpy as np
 import torch
@@ -144,7 +144,7 @@ class _ClassLoss(_ScaledGrad):
     """cross_entropy / nll_loss."""
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: dict,
+    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: Dict[str, Any],
                 need_grad: bool) -> Tensor:
         x = _float_numpy(input, "input")
         t = _any_numpy(target)
@@ -165,7 +165,7 @@ class _BinaryLoss(_ScaledGrad):
     """binary_cross_entropy_with_logits / binary_cross_entropy."""
 
     @staticmethod
-    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: dict,
+    def forward(ctx: Any, input: Tensor, target: Tensor, kind: str, kwargs: Dict[str, Any],
                 need_grad: bool) -> Tensor:
         x = _float_numpy(input, "input")
         y = _any_numpy(target)
@@ -224,7 +224,7 @@ def cross_entropy(input: Tensor, target: Tensor, weight: Optional[Tensor] = None
         Scalar (mean/sum) or the per-sample losses ("none"), in the input's dtype.
     """
     _prep_input(input, target)
-    kw: dict = dict(weight=_opt_numpy(weight, "weight"), ignore_index=ignore_index,
+    kw: Dict[str, Any] = dict(weight=_opt_numpy(weight, "weight"), ignore_index=ignore_index,
                     reduction=_legacy_reduction(size_average, reduce, reduction),
                     label_smoothing=label_smoothing)
     kw.update(z_loss=z_loss, softcap=softcap)
@@ -328,7 +328,7 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx: Any, input: Tensor, linear_weight: Tensor, linear_bias: Optional[Tensor],
-                target: Tensor, kwargs: dict, need_grad: bool) -> Tensor:
+                target: Tensor, kwargs: Dict[str, Any], need_grad: bool) -> Tensor:
         cdt = _compute_dtype(input.dtype)
         x = _float_numpy(input.to(cdt), "input")
         W = _float_numpy(linear_weight.to(cdt), "linear_weight")
@@ -350,7 +350,7 @@ class _LinearCE(torch.autograd.Function):
             loss = res[0]
             grads = [_to_tensor(res[1], input.dtype), _to_tensor(res[2], linear_weight.dtype)]
             if b is not None:
-                grads.append(_to_tensor(res[3], linear_bias.dtype))
+                grads.append(_to_tensor(res[3], linear_bias.dtype))  # type: ignore[union-attr]
             ctx.save_for_backward(*grads)
         else:
             loss = _F.linear_cross_entropy(x, W, t, linear_bias=b, **kwargs)
@@ -377,7 +377,7 @@ class _LinearCE(torch.autograd.Function):
 
 
 def _linear_ce_backward_none(input: Tensor, linear_weight: Tensor, linear_bias: Optional[Tensor],
-                             target: np.ndarray, grad_output: Tensor, kwargs: dict
+                             target: np.ndarray, grad_output: Tensor, kwargs: Dict[str, Any]
                              ) -> Tuple[Tensor, Tensor, Optional[Tensor]]:
     """Gradients of sum_n g_n l_n with per-sample g, one chunk of logits at a time."""
     cdt = _compute_dtype(input.dtype)
@@ -450,7 +450,7 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
         raise ValueError(f"fastce.torch.linear_cross_entropy needs input of shape (N, D); got "
                          f"{tuple(input.shape)}")
     V.reduction(reduction)
-    kw: dict = dict(weight=_opt_numpy(weight, "weight"),
+    kw: Dict[str, Any] = dict(weight=_opt_numpy(weight, "weight"),
                     ignore_index=-100 if ignore_index is None else ignore_index,
                     reduction=reduction, label_smoothing=label_smoothing)
     kw.update(z_loss=z_loss, softcap=softcap)
