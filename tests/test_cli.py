@@ -220,6 +220,17 @@ def test_percall_only(tiny_bench, capsys):
     assert "Fused loss + gradient" not in out and "linear CE" not in out
 
 
+def test_stat_min_drives_table_and_ratios(tiny_bench, tmp_path, capsys):
+    path = tmp_path / "b.json"
+    cli_main(["bench", "--quick", "--no-percall", "--no-linear", "--peers", "numpy",
+              "--repeats", "3", "--stat", "min", "--json", str(path)])
+    assert "ms, min of 3 samples" in capsys.readouterr().out
+    for r in json.loads(path.read_text())["results"]:
+        assert r["stat"] == "min" and r["times_ms"] == r["min_ms"]
+        assert all(r["min_ms"][k] <= r["median_ms"][k] for k in r["min_ms"])
+        assert r["x_limit"] == pytest.approx(r["min_ms"]["fastce"] / r["min_ms"]["limit"])
+
+
 def test_wrong_peer_is_flagged(tiny_bench, monkeypatch, capsys):
     """A peer whose loss differs from fastce's is reported, not silently timed."""
     monkeypatch.setitem(_bench._PEER_FACTORIES, "NumPy", lambda *a: (lambda: 123.0))

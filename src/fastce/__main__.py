@@ -58,6 +58,9 @@ def main(argv: Optional[List[str]] = None) -> None:
                    help="run only the throughput rows whose label contains TEXT, e.g. 'x1000 fwd'")
     b.add_argument("--repeats", type=int, metavar="K",
                    help="interleaved rounds per row / samples of 1000 calls per per-call row")
+    b.add_argument("--stat", choices=["median", "min"], default="median",
+                   help="statistic of the samples shown and used for the ratios (min is steadier "
+                        "on a busy machine; the JSON has both)")
     b.add_argument("--json", metavar="FILE",
                    help="write every figure as JSON (times, ratios, CPU, threads, versions)")
     b.add_argument("--plot", metavar="FILE.png",

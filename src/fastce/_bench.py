@@ -734,8 +734,19 @@ def _finish_row(row, peers, unit):
 
 # ====================================================================== sections
 
+def _times(stats, unit, stat):
+    """Row fields from time_blocks statistics: times_<unit> (the statistic the tables and
+    ratios use: "median", or "min" on a machine too busy for medians) and all three kept."""
+    scale = {"ms": 1e3, "us": 1e6}[unit]
+    out = {f"{k}_{unit}": {n: v[k] * scale for n, v in stats.items()}
+           for k in ("median", "min", "iqr")}
+    out[f"times_{unit}"] = dict(out[f"{stat}_{unit}"])
+    out["stat"] = stat
+    return out
+
+
 def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats=None,
-              cases=None, select=None):
+              cases=None, select=None, stat="median"):
     """Throughput rows: one per (case, dtype), times in ms."""
     cases = CASES if cases is None else cases
     if select:
@@ -764,9 +775,7 @@ def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats
         row = {"case": label, "kind": case.kind, "mode": case.mode, "shape": list(shape),
                "nominal_shape": list(case.shape), "dtype": dtype.name,
                "limit_op": limit_op(case.mode), "samples": rounds,
-               "times_ms": {k: v["median"] * 1e3 for k, v in stats.items()},
-               "min_ms": {k: v["min"] * 1e3 for k, v in stats.items()},
-               "iqr_ms": {k: v["iqr"] * 1e3 for k, v in stats.items()}, "errors": errors}
+               **_times(stats, "ms", stat), "errors": errors}
         results.append(_finish_row(row, peers, "ms"))
         if progress:
             progress(f"    fastce {_fmt(row['times_ms'].get('fastce'))} ms = "
@@ -776,7 +785,8 @@ def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats
     return results
 
 
-def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None):
+def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None,
+                stat="median"):
     """Per-call rows: float32, median over k samples of PERCALL_CALLS calls, in us per call."""
     cases = PERCALL_CASES if cases is None else cases
     k = repeats or (5 if quick else 7)
@@ -798,9 +808,7 @@ def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None):
         row = {"case": label, "kind": case.kind, "mode": case.mode, "shape": list(case.shape),
                "dtype": "float32", "limit_op": limit_op(case.mode),
                "samples": k, "calls_per_sample": PERCALL_CALLS,
-               "times_us": {n: v["median"] * 1e6 for n, v in stats.items()},
-               "min_us": {n: v["min"] * 1e6 for n, v in stats.items()},
-               "iqr_us": {n: v["iqr"] * 1e6 for n, v in stats.items()}, "errors": errors}
+               **_times(stats, "us", stat), "errors": errors}
         results.append(_finish_row(row, peers, "us"))
     return results
 
@@ -908,7 +916,8 @@ def format_table(results, mode):
                      else "-"])
     what = ("Fused loss + gradient (fwd+bwd), limit = np.copyto of the logits" if mode == FUSED
             else "Forward only (loss), limit = one read pass (np.max of the logits)")
-    return (f"{what}; ms, median of {rows[0]['samples']} samples per implementation\n"
+    return (f"{what}; ms, {rows[0]['stat']} of {rows[0]['samples']} samples per "
+            f"implementation\n"
             + _markdown(head, body))
 
 
@@ -926,7 +935,8 @@ def format_percall(results):
                      _fmt(r["best_peer_over_fastce"]) + "x" if r["best_peer_over_fastce"]
                      else "-"])
     r0 = results[0]
-    return (f"Per call (us, median of {r0['samples']} x {r0['calls_per_sample']} calls), float32, "
+    return (f"Per call (us, {r0['stat']} of {r0['samples']} x {r0['calls_per_sample']} calls), "
+            f"float32, "
             f"gradient into a reused out= buffer (numba: serial @njit)\n" + _markdown(head, body))
 
 
@@ -956,8 +966,9 @@ def plot(results, path, percall=(), info=None, quick=False):
     except ImportError:
         raise SystemExit("--plot needs matplotlib: pip install matplotlib (or fastce[bench])")
     info = info or machine_info()
-    panels = [(list(results), "ms", "median time per call, ms (log scale)"),
-              (list(percall), "us", "median time per call, us (log scale)")]
+    stat = next((r["stat"] for r in list(results) + list(percall) if "stat" in r), "median")
+    panels = [(list(results), "ms", f"{stat} time per call, ms (log scale)"),
+              (list(percall), "us", f"{stat} time per call, us (log scale)")]
     panels = [p for p in panels if p[0]]
     heights = [0.34 * len(p[0]) + 1.2 for p in panels]
     fig, axes = plt.subplots(len(panels), 1, figsize=(13, sum(heights) + 1.2),
@@ -993,7 +1004,7 @@ def plot(results, path, percall=(), info=None, quick=False):
         ax.set_xscale("log")
         ax.set_xlabel(xlabel)
         ax.grid(axis="x", which="both", alpha=0.3)
-        ax.set_title("per call (median of k x 1000 calls), float32, gradient into a reused out="
+        ax.set_title("per call (k samples of 1000 calls), float32, gradient into a reused out="
                      if unit == "us" else "throughput, large shapes", fontsize=9)
     fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=8,
                bbox_to_anchor=(0.995, 0.985))
@@ -1001,7 +1012,7 @@ def plot(results, path, percall=(), info=None, quick=False):
     fig.suptitle(f"fastce bench{' --quick (shapes as labelled)' if quick else ''}: "
                  f"{info['cpu']}, {info['threads']} threads"
                  + (f", load average {load:g}" if load is not None else "")
-                 + "\nabsolute median times, lower is better", fontsize=10, x=0.02, ha="left")
+                 + f"\nabsolute {stat} times, lower is better", fontsize=10, x=0.02, ha="left")
     fig.tight_layout(rect=(0, 0, 0.86, 1))
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -1035,10 +1046,11 @@ def main(args):
     repeats = getattr(args, "repeats", None)
     select = getattr(args, "cases", None)
 
+    stat = getattr(args, "stat", None) or "median"
     results = [] if percall_only else run_cases(quick, _dtypes(args), peers, progress, repeats,
-                                                select=select)
+                                                select=select, stat=stat)
     percall = [] if getattr(args, "no_percall", False) else run_percall(peers, progress, repeats,
-                                                                        quick)
+                                                                        quick, stat=stat)
     linear = None
     if not (percall_only or getattr(args, "no_linear", False)):
         linear = run_linear_case(quick, bool(peers), progress)
