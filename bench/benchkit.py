@@ -13,7 +13,7 @@ Modes (decided at collection time, see `bench_mode`):
 * quick  -- shapes shrunk ~8x.  On with ``FASTCE_BENCH_QUICK=1`` or ``--benchmark-disable``.
 * check  -- after running, compare each result with the float64 reference (correctness smoke).
             Defaults to quick; force with ``FASTCE_BENCH_CHECK=0/1``.
-* peers  -- torch / JAX impls.  Default on for timed runs, off with ``--benchmark-disable``;
+* peers  -- torch / JAX / torch.compile / numba impls.  Default on for timed runs, off with ``--benchmark-disable``;
             force with ``FASTCE_BENCH_PEERS=0/1``.
 
 No timing assertion is made anywhere.
@@ -27,6 +27,7 @@ import numpy as np
 import pytest
 
 import fastce
+from fastce import _bench
 from fastce._bench import numpy_bce, numpy_ce, numpy_ce_axis1  # the CLI's NumPy baselines
 
 QUICK_SHRINK = 8
@@ -45,7 +46,9 @@ BCE_CASES = [
 ]
 DTYPES = ["float32", "float64"]
 IMPLS = ["numpy", "fastce", "memcpy"]          # numpy first: in check mode its result is reused
-PEERS = ["torch", "jax"]
+PEERS = ["torch", "jax", "torch_compile", "numba"]
+# the module each peer needs
+PEER_MODULES = {"torch": "torch", "jax": "jax", "torch_compile": "torch", "numba": "numba"}
 
 
 # ================================================================== modes
@@ -65,7 +68,8 @@ def bench_mode(config):
     check = quick if check is None else check
     peers = _env_flag("FASTCE_BENCH_PEERS")
     peers = (not disabled) if peers is None else peers
-    available = [p for p in PEERS if peers and importlib.util.find_spec(p) is not None]
+    available = [p for p in PEERS
+                 if peers and importlib.util.find_spec(PEER_MODULES[p]) is not None]
     return {"quick": quick, "check": check, "peers": available, "disabled": disabled}
 
 
@@ -286,8 +290,24 @@ def assert_close(actual, expected, dtype, peer=False, what=""):
     return worst
 
 
+def cli_impl(name, data, cli):
+    """The CLI's implementation `name` ("numba" or "torch.compile") of `cli` = (kind, mode) on
+    `data`, warmed up (compilation outside the timing); fused results as (loss, grad)."""
+    kind, mode = cli
+    try:
+        fn = _bench.build_impl(name, kind, mode, data.x, data.t, data.out,
+                               threads=fastce_threads())
+    except _bench.NotApplicable:
+        pytest.skip(f"no {name} equivalent of {kind} {mode}")
+    if name == "numba" and mode != _bench.FWD:
+        kernel = fn
+        fn = lambda: (kernel(), data.out)                     # noqa: E731  gradient in out=
+    _bench.warm_up(fn, _bench._WARMUP.get(name, 1))
+    return fn
+
+
 def run(benchmark, data, impl, func, *, fastce, numpy, expected=None, torch=None, jax=None,
-        src=None):
+        src=None, cli=None):
     """Benchmark one impl of `func` on `data` in the group "<func> <case> <dtype>".
 
     fastce, numpy : zero-arg callables.
@@ -296,6 +316,8 @@ def run(benchmark, data, impl, func, *, fastce, numpy, expected=None, torch=None
     torch, jax    : one-arg factories (the torch module / the jax module) returning a prepared
                     zero-arg callable; None if the peer has no equivalent.
     src           : the input copied by the memcpy floor (default data.x).
+    cli           : (kind, mode) of `python -m fastce bench` for the numba and torch.compile
+                    impls (fastce._bench builds them); None if they have no equivalent.
     """
     benchmark.group = f"{func} {data.label}"
     benchmark.extra_info.update(
@@ -320,6 +342,11 @@ def run(benchmark, data, impl, func, *, fastce, numpy, expected=None, torch=None
         jx = _jax()
         benchmark.extra_info.update(peer_version=jx.__version__)
         fn = jax(jx)
+    elif impl in ("torch_compile", "numba"):
+        if cli is None:
+            pytest.skip(f"no {impl} equivalent of {func}")
+        fn = cli_impl("torch.compile" if impl == "torch_compile" else "numba", data, cli)
+        benchmark.extra_info.update(peer_version=_bench._version(PEER_MODULES[impl]))
     else:                                                 # pragma: no cover
         raise ValueError(impl)
 

@@ -9,6 +9,7 @@ from functools import partial
 import numpy as np
 
 import fastce as F
+from fastce._bench import FUSED, FWD
 from benchkit import jax_call, numpy_bce, numpy_bce_probs_fused, run, torch_value_and_grad
 from reference import ref_binary_cross_entropy, ref_binary_cross_entropy_with_logits
 
@@ -42,7 +43,8 @@ def test_bce_with_logits(benchmark, bce, impl):
         numpy=partial(ref_binary_cross_entropy_with_logits, x, y),
         torch=lambda th: partial(th.nn.functional.binary_cross_entropy_with_logits,
                                  bce.torch("x"), bce.torch("t")),
-        jax=lambda jx: jax_call(_jax_bce_logits, bce.jax("x"), bce.jax("t")))
+        jax=lambda jx: jax_call(_jax_bce_logits, bce.jax("x"), bce.jax("t")),
+        cli=("bce", FWD))
 
 
 def test_bce_with_logits_fused(benchmark, bce, impl):
@@ -54,7 +56,8 @@ def test_bce_with_logits_fused(benchmark, bce, impl):
         torch=lambda th: torch_value_and_grad(th.nn.functional.binary_cross_entropy_with_logits,
                                               bce.torch("x"), bce.torch("t")),
         jax=lambda jx: jax_call(_jax_value_and_grad(_jax_bce_logits), bce.jax("x"),
-                                bce.jax("t")))
+                                bce.jax("t")),
+        cli=("bce", FUSED))
 
 
 def test_bce_with_logits_grad(benchmark, bce, impl):

@@ -9,6 +9,7 @@ from functools import partial
 import numpy as np
 
 import fastce as F
+from fastce._bench import FUSED, FWD
 from benchkit import jax_call, numpy_ce_fused, numpy_nll_fused, run, torch_value_and_grad
 from reference import ref_cross_entropy, ref_nll_loss
 
@@ -33,6 +34,10 @@ def _jax_value_and_grad(f, grad_only=False):
     return vg
 
 
+def _cli_kind(axis):
+    return "ce" if axis == -1 else "ce_axis1"
+
+
 # torch's class axis is dim 1: the (N, C) cases use axis=-1 == 1, the (N, C, H, W) case axis=1.
 
 def test_cross_entropy(benchmark, ce, impl):
@@ -41,7 +46,8 @@ def test_cross_entropy(benchmark, ce, impl):
         fastce=partial(F.cross_entropy, x, t, axis=ax),
         numpy=partial(ref_cross_entropy, x, t, axis=ax),
         torch=lambda th: partial(th.nn.functional.cross_entropy, ce.torch("x"), ce.torch("t")),
-        jax=lambda jx: jax_call(_jax_ce, ce.jax("x"), ce.jax("t"), axis=ax))
+        jax=lambda jx: jax_call(_jax_ce, ce.jax("x"), ce.jax("t"), axis=ax),
+        cli=(_cli_kind(ax), FWD))
 
 
 def test_cross_entropy_fused(benchmark, ce, impl):
@@ -52,7 +58,8 @@ def test_cross_entropy_fused(benchmark, ce, impl):
         expected=lambda: numpy_ce_fused(x.astype(np.float64), t, ax),
         torch=lambda th: torch_value_and_grad(th.nn.functional.cross_entropy, ce.torch("x"),
                                               ce.torch("t")),
-        jax=lambda jx: jax_call(_jax_value_and_grad(_jax_ce), ce.jax("x"), ce.jax("t"), axis=ax))
+        jax=lambda jx: jax_call(_jax_value_and_grad(_jax_ce), ce.jax("x"), ce.jax("t"), axis=ax),
+        cli=(_cli_kind(ax), FUSED))
 
 
 def test_cross_entropy_grad(benchmark, ce, impl):

@@ -1,247 +1,816 @@
-"""`python -m fastce bench`: fused loss+gradient timings against NumPy, memcpy and peers.
+"""`python -m fastce bench`: fastce against the hardware limit and against peers, in one process.
 
-Every case times, in one process: fastce's fused loss+gradient, a plain NumPy implementation
-of the same thing (what a user would write), `np.copyto` of the logits (the floor for a kernel
-that reads the logits once and writes the gradient once), and PyTorch / JAX / scikit-learn when
-they are importable.  Medians of several repeats; ratios are taken within the run, because the
-machine is shared and absolute times drift.
+Three sections (each can be skipped):
+
+throughput  Large shapes.  Fused loss + gradient ("fwd+bwd") and forward-only ("fwd") rows, in
+            float32 and float64.  The *limit* of a fwd+bwd row is ``np.copyto`` of the logits
+            (a kernel must read the logits once and write a gradient of the same size); the limit
+            of a fwd row is one read pass, ``np.max`` of the logits.
+per-call    Mini-batch shapes, the cost of one call as a trainer sees it: the median over k
+            samples of 1000 back-to-back calls, in microseconds per call, float32, the gradient
+            written into a reused ``out=`` buffer.
+linear      Fused linear + cross-entropy against the unfused NumPy computation (time and peak
+            memory).
+
+Peers (each optional: a peer that is not importable is skipped and named on stderr):
+NumPy (the code a user would write), PyTorch eager, ``torch.compile`` (inductor, CPU), JAX
+``jit``, numba (``@njit(parallel=True)`` loops for the throughput rows, plain ``@njit`` for the
+per-call rows, where starting a thread team costs more than the work) and scikit-learn's
+``_loss`` module.
+
+Rules that keep the comparison fair to the peers:
+
+* every peer gets its inputs already in its own array type (``torch.from_numpy`` views, JAX
+  arrays placed on the device) and keeps its gradient in its own type (no copy back);
+* compile and JIT time is excluded: each callable is warmed up before it is timed
+  (``torch.compile(dynamic=False)`` compiled afresh per case; JAX ``jit`` with
+  ``block_until_ready``; numba compiles on its first call);
+* torch, numba and scikit-learn get fastce's thread count; XLA sizes its own pool;
+* each implementation is timed in its own block of samples after a short pause (never call by
+  call interleaved with another runtime, whose spinning thread pool would stall it), in two
+  passes (forward, then reverse order) so drift in the machine's load is spread over all;
+  the figure reported is the median, the JSON also has the minimum and the IQR.
+
+Absolute times drift on a shared machine; compare the ratios within one run.
 """
+import importlib.util
 import json
+import os
 import platform
+import subprocess
 import sys
 import time
+from dataclasses import dataclass
+from functools import partial
 
 import numpy as np
 
 from . import functional as F
 from ._threads import get_num_threads
 
-# name, kind, shape, quick shape
+SOFTCAP = 30.0
+FUSED, FWD, OBJECT = "fwd+bwd", "fwd", "loss object"
+
+# Every implementation, in column order.  "limit" and "fastce" are always run; the others are
+# peers.  Display names are the JSON keys.
+PEERS = ("NumPy", "torch eager", "torch.compile", "JAX jit", "numba", "sklearn")
+PERCALL_PEERS = ("numba", "NumPy", "torch eager", "torch.compile", "JAX jit")
+_PEER_MODULES = {"NumPy": "numpy", "torch eager": "torch", "torch.compile": "torch",
+                 "JAX jit": "jax", "numba": "numba", "sklearn": "sklearn"}
+# Accepted spellings for --peers.
+_PEER_ALIASES = {"numpy": "NumPy", "torch": "torch eager", "torch-eager": "torch eager",
+                 "eager": "torch eager", "torch.compile": "torch.compile",
+                 "torch-compile": "torch.compile", "compile": "torch.compile", "jax": "JAX jit",
+                 "numba": "numba", "sklearn": "sklearn", "scikit-learn": "sklearn"}
+
+
+# ====================================================================== the machine
+
+def cpu_model():
+    """The CPU's model name (from /proc/cpuinfo, else lscpu, else platform), with family/model
+    numbers and the widest vector ISA when /proc/cpuinfo gives them ("AMD EPYC" alone does not
+    say which generation)."""
+    fields = {}
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if not line.strip():
+                    if fields:
+                        break                  # the first processor's block is enough
+                    continue
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    name = fields.get("model name") or fields.get("Model name") or _lscpu_model()
+    name = name or platform.processor() or platform.machine() or "unknown CPU"
+    extra = []
+    if "cpu family" in fields and "model" in fields:
+        extra.append(f"family {fields['cpu family']} model {fields['model']}")
+    flags = set(fields.get("flags", "").split())
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else None
+    if isa:
+        extra.append(isa)
+    return f"{name} ({', '.join(extra)})" if extra else name
+
+
+def _lscpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    for line in out.splitlines():
+        if line.startswith("Model name:"):
+            return line.split(":", 1)[1].strip()
+    return None
+
+
+def _version(dist):
+    try:
+        from importlib.metadata import version
+        return version(dist)
+    except Exception:
+        return None
+
+
+def machine_info():
+    from . import __version__
+    versions = {"fastce": __version__, "python": sys.version.split()[0], "numpy": np.__version__}
+    for dist in ("torch", "jax", "jaxlib", "numba", "scikit-learn", "matplotlib"):
+        v = _version(dist)
+        if v:
+            versions[dist] = v
+    return {"cpu": cpu_model(), "threads": get_num_threads(), "cpus": os.cpu_count(),
+            "platform": platform.platform(), "versions": versions,
+            "load_average_start": load_average()}
+
+
+def load_average():
+    """1-minute load average (None where the OS has none): a number near or above the CPU
+    count means other processes compete for the cores and thread teams lose time waiting."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def header_line(info, quick):
+    line = (f"CPU: {info['cpu']}; {info['threads']} threads (fastce, torch, numba, sklearn; XLA "
+            f"sizes its own pool); {'--quick shapes' if quick else 'full shapes'}; "
+            f"fastce {info['versions']['fastce']}, NumPy {info['versions']['numpy']}")
+    load = info.get("load_average_start")
+    if load is not None:
+        line += f"; load average {load:g} on {info['cpus']} CPUs"
+        if info["cpus"] and load > 0.5 * info["cpus"]:
+            line += " (busy machine: multi-threaded timings are noisy; compare ratios)"
+    return line
+
+
+# ====================================================================== cases
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark row: what is computed (kind, mode), on which shape (full and --quick)."""
+    kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce"
+    mode: str              # FUSED, FWD, or OBJECT (per-call: loss object + backward)
+    shape: tuple
+    quick_shape: tuple = None
+
+    def run_shape(self, quick):
+        return tuple(self.quick_shape if quick and self.quick_shape else self.shape)
+
+
+def _count(n):
+    """10000000 -> '10M', 2500000 -> '2.5M', 256 -> '256'."""
+    return f"{n / 1e6:g}M" if n >= 1_000_000 else str(n)
+
+
+def case_label(kind, shape):
+    """The row label, built from the shape that actually ran."""
+    dims = "x".join(map(str, shape))
+    if kind == "bce":
+        return f"BCE-with-logits {_count(int(np.prod(shape)))}"
+    if kind == "ce_axis1":
+        return f"CE axis=1 {dims}"
+    if kind == "ce_softcap":
+        return f"CE softcap={SOFTCAP:g} {dims}"
+    return f"CE {dims}"
+
+
+def percall_label(case):
+    shape = "(" + ", ".join(map(str, case.shape)) + ("," if len(case.shape) == 1 else "") + ")"
+    if case.mode == OBJECT:
+        return f"CrossEntropyLoss {shape} obj(x, t, out=g) + backward()"
+    name = "BCE-with-logits" if case.kind == "bce" else "CE"
+    return f"{name} {shape}" + (" fwd only" if case.mode == FWD else "")
+
+
 CASES = [
-    ("CE 4096x32000", "ce", (4096, 32000), (1024, 32000)),
-    ("CE 256x128256", "ce", (256, 128256), (64, 128256)),
-    ("CE 8192x1000", "ce", (8192, 1000), (8192, 1000)),
-    ("CE 65536x10", "ce", (65536, 10), (65536, 10)),
-    ("CE 1000000x2", "ce", (1000000, 2), (250000, 2)),
-    ("BCE-with-logits 10M", "bce", (10_000_000,), (2_000_000,)),
-    ("CE axis=1 8x21x256x256", "ce_axis1", (8, 21, 256, 256), (2, 21, 256, 256)),
+    # fused loss + gradient
+    Case("ce", FUSED, (4096, 32000), (1024, 32000)),
+    Case("ce", FUSED, (256, 128256), (64, 128256)),
+    Case("ce", FUSED, (8192, 1000), (2048, 1000)),
+    Case("ce", FUSED, (65536, 10), (16384, 10)),
+    Case("ce", FUSED, (1_000_000, 2), (250_000, 2)),
+    Case("bce", FUSED, (10_000_000,), (2_500_000,)),
+    Case("ce_softcap", FUSED, (8192, 1000), (2048, 1000)),
+    Case("ce_axis1", FUSED, (8, 21, 256, 256), (2, 21, 256, 256)),
+    # forward only
+    Case("ce", FWD, (4096, 32000), (1024, 32000)),
+    Case("ce", FWD, (8192, 1000), (2048, 1000)),
+    Case("ce", FWD, (65536, 10), (16384, 10)),
+    Case("ce", FWD, (1_000_000, 2), (250_000, 2)),
+    Case("bce", FWD, (10_000_000,), (2_500_000,)),
 ]
 
+PERCALL_CASES = [
+    Case("ce", FUSED, (32, 10)),
+    Case("ce", FUSED, (256, 10)),
+    Case("ce", FUSED, (64, 1000)),
+    Case("bce", FUSED, (256,)),
+    Case("ce", FWD, (32, 10)),
+    Case("ce", OBJECT, (32, 10)),
+]
+PERCALL_CALLS = 1000
 
-# ------------------------------------------------------------------ NumPy reference (fused)
-
-def numpy_ce(x, t):
-    """Straightforward NumPy fused CE (mean) + gradient, classes last."""
-    n = x.shape[0]
-    rows = np.arange(n)
-    m = x.max(axis=1, keepdims=True)
-    e = np.exp(x - m)
-    s = e.sum(axis=1, keepdims=True)
-    loss = (np.log(s[:, 0]) + m[:, 0] - x[rows, t]).mean()
-    grad = e / s
-    grad[rows, t] -= 1
-    grad /= n
-    return loss, grad
-
-
-def numpy_ce_axis1(x, t):
-    """NumPy fused CE for the (N, C, H, W) layout, as a user would write it (moveaxis)."""
-    xl = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
-    loss, g = numpy_ce(xl, t.reshape(-1))
-    return loss, np.moveaxis(g.reshape(x.shape[0], *x.shape[2:], x.shape[1]), -1, 1)
-
-
-def numpy_bce(x, y):
-    loss = np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
-    grad = (1.0 / (1.0 + np.exp(-x)) - y) / x.size
-    return loss, grad
-
-
-# ------------------------------------------------------------------ peers (optional)
-
-def _torch_fn(kind):
-    try:
-        import torch
-        import torch.nn.functional as tF
-    except Exception:
-        return None
-
-    def run(x, t):
-        xt = torch.from_numpy(x).requires_grad_(True)
-        tt = torch.from_numpy(t)
-        if kind == "bce":
-            loss = tF.binary_cross_entropy_with_logits(xt, tt)
-        else:
-            loss = tF.cross_entropy(xt, tt)
-        loss.backward()
-        return loss.item(), xt.grad
-    return run
-
-
-def _jax_fn(kind):
-    try:
-        import jax
-        import jax.numpy as jnp
-    except Exception:
-        return None
-    if kind == "bce":
-        def f(x, y):
-            return jnp.mean(jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
-    else:
-        axis = 1 if kind == "ce_axis1" else -1
-
-        def f(x, t):
-            ls = jax.nn.log_softmax(x, axis=axis)
-            return -jnp.mean(jnp.take_along_axis(ls, jnp.expand_dims(t, axis), axis=axis))
-    g = jax.jit(jax.value_and_grad(f))
-
-    def run(x, t):
-        loss, grad = g(x, t)
-        grad.block_until_ready()
-        return loss, grad
-    return run
-
-
-def _sklearn_fn(kind):
-    if kind == "ce_axis1":
-        return None
-    try:
-        from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss
-    except Exception:
-        return None
-    if kind == "bce":
-        lossobj = HalfBinomialLoss()
-
-        def run(x, y):
-            loss, grad = lossobj.loss_gradient(y_true=y, raw_prediction=x, n_threads=get_num_threads())
-            return loss.mean(), grad
-        return run
-
-    def run(x, t):
-        lossobj = HalfMultinomialLoss(n_classes=x.shape[1])
-        loss, grad = lossobj.loss_gradient(y_true=t.astype(x.dtype), raw_prediction=x,
-                                           n_threads=get_num_threads())
-        return loss.mean(), grad
-    return run
-
-
-PEERS = {"PyTorch": _torch_fn, "JAX": _jax_fn, "sklearn": _sklearn_fn}
-
-
-# ------------------------------------------------------------------ timing
-
-def median_ms(fn, repeats, min_time=0.05):
-    """Median wall time of fn() in ms over `repeats` runs (more when each run is short)."""
-    fn()                                      # warm-up: page faults, JIT, thread pool start
-    t0 = time.perf_counter()
-    fn()
-    once = time.perf_counter() - t0
-    n = max(repeats, min(200, int(min_time / max(once, 1e-7))))
-    times = []
-    for _ in range(n):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)) * 1e3
+LINEAR_CASE = ((8192, 256, 65536), (2048, 256, 16384))   # (N, D, V): full, quick
 
 
 def make_inputs(kind, shape, dtype, rng):
+    """Logits and targets: class indices (int64) for CE, {0, 1} floats for BCE."""
     if kind == "bce":
         x = rng.standard_normal(shape).astype(dtype)
         return x, (rng.random(shape) < 0.5).astype(dtype)
     x = (rng.standard_normal(shape) * 2).astype(dtype)
     C = shape[1] if kind == "ce_axis1" else shape[-1]
-    tshape = (shape[0],) + shape[2:] if kind == "ce_axis1" else shape[:-1]
+    tshape = (shape[0],) + tuple(shape[2:]) if kind == "ce_axis1" else tuple(shape[:-1])
     return x, rng.integers(0, C, size=tshape)
 
 
-def fastce_fn(kind, x, t):
-    grad = np.empty_like(x)
+# ====================================================================== NumPy (what a user writes)
+
+def numpy_ce(x, t, out=None):
+    """Fused CE (mean) + gradient, classes last; the gradient goes into `out` when given."""
+    n = x.shape[0]
+    rows = np.arange(n)
+    picked = x[rows, t]
+    m = x.max(axis=1, keepdims=True)
+    e = np.subtract(x, m, out=out)
+    np.exp(e, out=e)
+    s = e.sum(axis=1, keepdims=True)
+    loss = (np.log(s[:, 0]) + m[:, 0] - picked).mean()
+    e /= s
+    e[rows, t] -= 1
+    e /= n
+    return loss, e
+
+
+def numpy_ce_loss(x, t):
+    """Forward-only CE (mean), classes last."""
+    m = x.max(axis=1, keepdims=True)
+    lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
+    return (lse - x[np.arange(x.shape[0]), t]).mean()
+
+
+def numpy_ce_axis1(x, t, out=None):
+    """Fused CE for the (N, C, H, W) layout, as a user would write it (moveaxis)."""
+    xl = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
+    loss, g = numpy_ce(xl, t.reshape(-1))
+    g = np.moveaxis(g.reshape(x.shape[0], *x.shape[2:], x.shape[1]), -1, 1)
+    if out is not None:
+        np.copyto(out, g)
+        g = out
+    return loss, g
+
+
+def numpy_ce_axis1_loss(x, t):
+    return numpy_ce_loss(np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]), t.reshape(-1))
+
+
+def numpy_ce_softcap(x, t, out=None, cap=SOFTCAP):
+    """Fused CE of cap * tanh(x / cap): a tanh pre-pass, CE, and the chain rule."""
+    th = np.tanh(x / cap)
+    loss, g = numpy_ce(cap * th, t, out=out)
+    g *= 1 - th * th
+    return loss, g
+
+
+def numpy_ce_softcap_loss(x, t, cap=SOFTCAP):
+    return numpy_ce_loss(cap * np.tanh(x / cap), t)
+
+
+def numpy_bce(x, y, out=None):
+    """Fused BCE-with-logits (mean) + gradient."""
+    loss = np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
+    if out is None:
+        grad = (1.0 / (1.0 + np.exp(-x)) - y) / x.size
+    else:
+        grad = np.negative(x, out=out)
+        np.exp(grad, out=grad)
+        grad += 1
+        np.reciprocal(grad, out=grad)
+        grad -= y
+        grad /= x.size
+    return loss, grad
+
+
+def numpy_bce_loss(x, y):
+    return np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
+
+
+_NUMPY = {("ce", FUSED): numpy_ce, ("ce", FWD): numpy_ce_loss,
+          ("ce_axis1", FUSED): numpy_ce_axis1, ("ce_axis1", FWD): numpy_ce_axis1_loss,
+          ("ce_softcap", FUSED): numpy_ce_softcap, ("ce_softcap", FWD): numpy_ce_softcap_loss,
+          ("bce", FUSED): numpy_bce, ("bce", FWD): numpy_bce_loss}
+
+
+def numpy_fn(kind, x, t, out=None, mode=FUSED):
+    """Zero-arg call of the NumPy implementation (a loss object is the fused function)."""
+    f = _NUMPY[(kind, FUSED if mode == OBJECT else mode)]
+    return partial(f, x, t) if mode == FWD else partial(f, x, t, out=out)
+
+
+# ====================================================================== numba (what a user writes)
+
+# numba recognises `prange` by identity; the real numba.prange is swapped in before the first
+# numba kernel is compiled (numba reads module globals at compile time).  As plain Python the
+# two behave alike, and a non-parallel @njit treats prange as range.
+prange = range
+
+
+def _nb_ce_fused(x, t, g):
+    """CE (mean) + gradient into g, classes last."""
+    n, c = x.shape
+    inv_n = 1.0 / n
+    total = 0.0
+    for i in prange(n):
+        m = x[i, 0]
+        for j in range(1, c):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(c):
+            e = np.exp(x[i, j] - m)
+            g[i, j] = e
+            s += e
+        total += np.log(s) + m - x[i, t[i]]
+        r = inv_n / s
+        for j in range(c):
+            g[i, j] *= r
+        g[i, t[i]] -= inv_n
+    return total * inv_n
+
+
+def _nb_ce_loss(x, t):
+    """Forward-only CE (mean), classes last."""
+    n, c = x.shape
+    total = 0.0
+    for i in prange(n):
+        m = x[i, 0]
+        for j in range(1, c):
+            m = max(m, x[i, j])
+        s = 0.0
+        for j in range(c):
+            s += np.exp(x[i, j] - m)
+        total += np.log(s) + m - x[i, t[i]]
+    return total / n
+
+
+def _nb_bce_fused(x, y, g):
+    """BCE-with-logits (mean) + gradient into g (1-D)."""
+    n = x.shape[0]
+    inv_n = 1.0 / n
+    total = 0.0
+    for i in prange(n):
+        xi = x[i]
+        e = np.exp(-abs(xi))
+        total += max(xi, 0.0) - xi * y[i] + np.log1p(e)
+        sig = 1.0 / (1.0 + e) if xi >= 0 else e / (1.0 + e)
+        g[i] = (sig - y[i]) * inv_n
+    return total * inv_n
+
+
+def _nb_bce_loss(x, y):
+    n = x.shape[0]
+    total = 0.0
+    for i in prange(n):
+        xi = x[i]
+        total += max(xi, 0.0) - xi * y[i] + np.log1p(np.exp(-abs(xi)))
+    return total / n
+
+
+_NUMBA_SOURCES = {("ce", FUSED): _nb_ce_fused, ("ce", FWD): _nb_ce_loss,
+                  ("bce", FUSED): _nb_bce_fused, ("bce", FWD): _nb_bce_loss}
+_NUMBA_CACHE = {}
+
+
+def numba_kernel(kind, mode, parallel):
+    """The numba-compiled kernel for (kind, mode), or None when numba has no loop for it."""
+    key = (kind, FUSED if mode == OBJECT else mode)
+    if key not in _NUMBA_SOURCES:
+        return None
+    import numba
+    globals()["prange"] = numba.prange
+    if (key, parallel) not in _NUMBA_CACHE:
+        _NUMBA_CACHE[key, parallel] = numba.njit(parallel=parallel)(_NUMBA_SOURCES[key])
+    return _NUMBA_CACHE[key, parallel]
+
+
+# ====================================================================== implementations
+
+class NotApplicable(Exception):
+    """The implementation has no equivalent of this case (shown as '-')."""
+
+
+def fastce_fn(kind, x, t, out=None, mode=FUSED):
+    """Zero-arg call of fastce for the case."""
+    if mode == OBJECT:
+        from .losses import BCEWithLogitsLoss, CrossEntropyLoss
+        crit = BCEWithLogitsLoss() if kind == "bce" else CrossEntropyLoss(
+            axis=1 if kind == "ce_axis1" else -1)
+
+        def call():
+            loss = crit(x, t, out=out)
+            return loss, crit.backward()
+        return call
     if kind == "bce":
-        return lambda: F.binary_cross_entropy_with_logits(x, t, return_grad=True, out=grad)
-    axis = 1 if kind == "ce_axis1" else -1
-    return lambda: F.cross_entropy(x, t, axis=axis, return_grad=True, out=grad)
+        f = F.binary_cross_entropy_with_logits
+        kw = {}
+    else:
+        f = F.cross_entropy
+        kw = {"axis": 1 if kind == "ce_axis1" else -1}
+        if kind == "ce_softcap":
+            kw["softcap"] = SOFTCAP
+    if mode == FWD:
+        return partial(f, x, t, **kw)
+    return partial(f, x, t, return_grad=True, out=out, **kw)
 
 
-def numpy_fn(kind, x, t):
-    f = {"ce": numpy_ce, "ce_axis1": numpy_ce_axis1, "bce": numpy_bce}[kind]
-    return lambda: f(x, t)
+def limit_fn(mode, x, out):
+    """The floor: one copy for a call that writes a gradient, one read pass otherwise."""
+    return partial(np.max, x) if mode == FWD else partial(np.copyto, out, x)
 
 
-def run_cases(quick=False, dtype=np.float32, peers=True, progress=None, repeats=None):
-    rng = np.random.default_rng(0)
-    repeats = repeats or (3 if quick else 7)
+def limit_op(mode):
+    return "np.max" if mode == FWD else "np.copyto"
+
+
+def _torch_module(threads):
+    import torch
+    torch.set_num_threads(threads)
+    return torch
+
+
+def _torch_loss(kind, mode):
+    import torch
+    import torch.nn.functional as tF
+    if mode == OBJECT:
+        return (torch.nn.BCEWithLogitsLoss() if kind == "bce" else torch.nn.CrossEntropyLoss())
+    if kind == "bce":
+        return tF.binary_cross_entropy_with_logits
+    if kind == "ce_softcap":
+        return lambda x, t: tF.cross_entropy(SOFTCAP * torch.tanh(x / SOFTCAP), t)
+    # torch's class dim is 1: the classes-last 2-D cases and the (N, C, H, W) case alike
+    return lambda x, t: tF.cross_entropy(x, t)
+
+
+def _torch_call(torch, loss, mode, x, t):
+    xt, tt = torch.from_numpy(x), torch.from_numpy(t)
+    if mode == FWD:
+        def call():
+            with torch.no_grad():
+                return loss(xt, tt)
+        return call
+
+    def call():
+        xg = xt.detach().requires_grad_(True)
+        value = loss(xg, tt)
+        value.backward()
+        return value, xg.grad
+    return call
+
+
+def torch_eager_fn(kind, mode, x, t, out, threads, percall):
+    torch = _torch_module(threads)
+    return _torch_call(torch, _torch_loss(kind, mode), mode, x, t)
+
+
+def torch_compile_fn(kind, mode, x, t, out, threads, percall):
+    torch = _torch_module(threads)
+    import torch._dynamo
+    torch._dynamo.reset()          # a fresh cache per case: no recompile limit, no dynamic shapes
+    compiled = torch.compile(_torch_loss(kind, mode), dynamic=False)
+    return _torch_call(torch, compiled, mode, x, t)
+
+
+def _jax_module():
+    import jax
+    jax.config.update("jax_enable_x64", True)      # else float64 silently becomes float32
+    return jax
+
+
+def jax_fn(kind, mode, x, t, out, threads, percall):
+    jax = _jax_module()
+    import jax.numpy as jnp
+    if kind == "bce":
+        def loss(x, y):
+            return jnp.mean(jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
+    else:
+        axis = 1 if kind == "ce_axis1" else -1
+        cap = SOFTCAP if kind == "ce_softcap" else None
+
+        def loss(x, t):
+            if cap is not None:
+                x = cap * jnp.tanh(x / cap)
+            ls = jax.nn.log_softmax(x, axis=axis)
+            return -jnp.mean(jnp.take_along_axis(ls, jnp.expand_dims(t, axis), axis=axis))
+    f = jax.jit(loss if mode == FWD else jax.value_and_grad(loss))
+    xj, tj = jax.device_put(x), jax.device_put(t)
+    return lambda: jax.block_until_ready(f(xj, tj))
+
+
+def numba_fn(kind, mode, x, t, out, threads, percall):
+    kernel = numba_kernel(kind, mode, parallel=not percall)
+    if kernel is None:
+        raise NotApplicable
+    import numba
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
+    return partial(kernel, x, t) if mode == FWD else partial(kernel, x, t, out)
+
+
+def sklearn_fn(kind, mode, x, t, out, threads, percall):
+    if kind not in ("ce", "bce") or percall:
+        raise NotApplicable
+    from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss
+    if kind == "bce":
+        lossobj = HalfBinomialLoss()
+        y = t
+    else:
+        lossobj = HalfMultinomialLoss(n_classes=x.shape[1])
+        y = t.astype(x.dtype)                      # sklearn keeps class labels as floats
+    if mode == FWD:
+        return lambda: lossobj.loss(y_true=y, raw_prediction=x, n_threads=threads).mean()
+
+    def call():
+        loss, grad = lossobj.loss_gradient(y_true=y, raw_prediction=x, n_threads=threads)
+        return loss.mean(), grad
+    return call
+
+
+def numpy_peer_fn(kind, mode, x, t, out, threads, percall):
+    return numpy_fn(kind, x, t, out=out, mode=mode)
+
+
+_PEER_FACTORIES = {"NumPy": numpy_peer_fn, "torch eager": torch_eager_fn,
+                   "torch.compile": torch_compile_fn, "JAX jit": jax_fn, "numba": numba_fn,
+                   "sklearn": sklearn_fn}
+# warm-up calls before timing (compilation happens in the first; torch.compile compiles the
+# backward graph on the first backward and may specialise once more)
+_WARMUP = {"torch.compile": 3, "JAX jit": 2, "numba": 2}
+
+
+def build_impl(name, kind, mode, x, t, out, threads=None, percall=False):
+    """Zero-arg callable of implementation `name` ("limit", "fastce" or a peer) for one case.
+    Raises NotApplicable when the peer has no equivalent, ImportError when it is missing."""
+    threads = threads or get_num_threads()
+    if name == "limit":
+        return limit_fn(mode, x, out)
+    if name == "fastce":
+        return fastce_fn(kind, x, t, out=out, mode=mode)
+    return _PEER_FACTORIES[name](kind, mode, x, t, out, threads, percall)
+
+
+def available_peers(wanted):
+    """(peers that import, {peer: reason} for the others).  Imports each module once, here, so
+    that a broken install is reported once and not per case."""
+    ok, skipped = [], {}
+    for name in wanted:
+        module = _PEER_MODULES[name]
+        if importlib.util.find_spec(module) is None:
+            skipped[name] = f"{module} is not installed"
+            continue
+        try:
+            __import__(module)
+            if name == "sklearn":
+                __import__("sklearn._loss.loss")
+        except Exception as exc:                     # a broken peer must not stop the bench
+            skipped[name] = f"import {module} failed: {str(exc)[:120]}"
+            continue
+        ok.append(name)
+    return ok, skipped
+
+
+def parse_peers(spec):
+    """--peers value -> list of peer names ("all", "none", or a comma list of aliases)."""
+    if spec is None or spec.strip().lower() == "all":
+        return list(PEERS)
+    if spec.strip().lower() in ("", "none"):
+        return []
+    out = []
+    for part in spec.split(","):
+        key = part.strip().lower()
+        if key not in _PEER_ALIASES:
+            raise SystemExit(f"unknown peer {part!r}; choose from "
+                             f"{', '.join(sorted(set(_PEER_ALIASES)))}")
+        if _PEER_ALIASES[key] not in out:
+            out.append(_PEER_ALIASES[key])
+    return out
+
+
+# ====================================================================== timing
+
+def warm_up(fn, calls=1):
+    """Call fn `calls` times (compilation, page faults, thread pools); return the last result."""
+    result = None
+    for _ in range(calls):
+        result = fn()
+    return result
+
+
+def split_result(result):
+    """(loss as a Python float, gradient as an ndarray or None) from any implementation's result:
+    a loss, or a (loss, grad) pair, in NumPy, torch or JAX types (numba returns a float and
+    writes the gradient into out=, which the caller knows)."""
+    grad = None
+    if isinstance(result, (tuple, list)):
+        result, grad = result[0], result[1]
+        if hasattr(grad, "detach"):
+            grad = grad.detach().numpy()
+        grad = np.asarray(grad)
+    if hasattr(result, "detach"):
+        result = result.detach()
+    return float(np.asarray(result)), grad
+
+
+def loss_mismatch(loss, ref, dtype):
+    """A message when `loss` is not `ref` to the dtype's tolerance (the peers compute the same
+    mean loss as fastce; a differing value means the bench is timing the wrong thing)."""
+    rtol = 1e-3 if np.dtype(dtype) == np.float32 else 1e-8
+    if abs(loss - ref) <= rtol * max(1.0, abs(ref)):
+        return None
+    return f"loss {loss!r} differs from fastce's {ref!r} (rtol {rtol:g})"
+
+
+SETTLE_S = 0.05                     # pause before each block (s)
+MIN_SAMPLE_S = {True: 0.005, False: 0.02}    # shortest sample (s), by quick
+
+
+def time_blocks(fns, samples, inner=None, min_sample=0.01, settle=None, progress=None):
+    """Timing statistics (seconds per call) of each zero-arg callable in `fns` (name -> fn).
+
+    Each implementation is timed in a block of back-to-back samples, never interleaved call by
+    call with another one: the OpenMP runtimes of fastce, torch, numba and sklearn (each its own
+    libgomp) and XLA's pool keep their threads spinning for a few ms after a parallel region,
+    and on a small machine a spinning pool of one runtime stalls the next runtime's team (seen
+    here: fastce 0.1 ms alone, 20-30 ms right after sklearn or numba).  Before each block the
+    process sleeps `settle` seconds and makes one untimed call.  To spread drift in the machine's
+    load over all implementations, the samples are taken in two passes, the second in reverse
+    order.  A sample is `inner` calls (default: enough to last `min_sample` seconds, calibrated
+    from one call) divided by their number.
+    """
+    settle = SETTLE_S if settle is None else settle
+    counts = {}
+    for name, fn in fns.items():
+        if inner:
+            counts[name] = inner
+            continue
+        t0 = time.perf_counter()
+        fn()
+        once = time.perf_counter() - t0
+        counts[name] = max(1, min(10_000, int(min_sample / max(once, 1e-9))))
+    taken = {name: [] for name in fns}
+    started = time.perf_counter()
+    first = (samples + 1) // 2
+    for order, n in ((list(fns), first), (list(fns)[::-1], samples - first)):
+        for name in order:
+            if n <= 0:
+                continue
+            fn, k = fns[name], counts[name]
+            time.sleep(settle)
+            fn()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                for _ in range(k):
+                    fn()
+                taken[name].append((time.perf_counter() - t0) / k)
+        if progress and time.perf_counter() - started > 10 and order[0] == next(iter(fns)):
+            progress(f"    first pass done ({time.perf_counter() - started:.0f} s)")
+    return {name: _stats(v) for name, v in taken.items()}
+
+
+def _stats(values):
+    q1, med, q3 = np.percentile(values, [25, 50, 75])
+    return {"median": float(med), "min": float(np.min(values)), "iqr": float(q3 - q1),
+            "samples": len(values)}
+
+
+def _prepare(names, kind, mode, x, t, out, threads, percall, progress, errors):
+    """Build and warm up each implementation; failures go to `errors`, not-applicable peers are
+    left out silently."""
+    fns = {}
+    ref = None
+    for name in names:
+        t0 = time.perf_counter()
+        try:
+            fn = build_impl(name, kind, mode, x, t, out, threads, percall)
+            result = warm_up(fn, _WARMUP.get(name, 1))
+            if name == "fastce":
+                ref = split_result(result)[0]
+            elif name != "limit" and ref is not None:
+                msg = loss_mismatch(split_result(result)[0], ref, x.dtype)
+                if msg:
+                    errors[name] = msg             # timed all the same, but flagged
+                    if progress:
+                        progress(f"    {name}: {msg}")
+            del result
+        except NotApplicable:
+            continue
+        except Exception as exc:                     # a peer failing must not stop the table
+            errors[name] = f"{type(exc).__name__}: {str(exc)[:200]}"
+            if progress:
+                progress(f"    {name}: failed ({errors[name][:100]})")
+            continue
+        dt = time.perf_counter() - t0
+        if progress and dt > 1.0:
+            progress(f"    {name}: built and warmed up in {dt:.1f} s (not timed)")
+        fns[name] = fn
+    return fns
+
+
+def _best_peer(times, peers):
+    timed = [(times[p], p) for p in peers if times.get(p) is not None]
+    return min(timed) if timed else (None, None)
+
+
+def _finish_row(row, peers, unit):
+    times = row[f"times_{unit}"]
+    f, lim = times.get("fastce"), times.get("limit")
+    row["x_limit"] = f / lim if f and lim else None
+    best, name = _best_peer(times, peers)
+    row["best_peer"] = name
+    row[f"best_peer_{unit}"] = best
+    row["best_peer_over_fastce"] = best / f if best and f else None
+    return row
+
+
+# ====================================================================== sections
+
+def _times(stats, unit, stat):
+    """Row fields from time_blocks statistics: times_<unit> (the statistic the tables and
+    ratios use: "median", or "min" on a machine too busy for medians) and all three kept."""
+    scale = {"ms": 1e3, "us": 1e6}[unit]
+    out = {f"{k}_{unit}": {n: v[k] * scale for n, v in stats.items()}
+           for k in ("median", "min", "iqr")}
+    out[f"times_{unit}"] = dict(out[f"{stat}_{unit}"])
+    out["stat"] = stat
+    return out
+
+
+def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats=None,
+              cases=None, select=None, stat="median"):
+    """Throughput rows: one per (case, dtype), times in ms."""
+    cases = CASES if cases is None else cases
+    if select:
+        cases = [c for c in cases if select.lower() in
+                 f"{case_label(c.kind, c.run_shape(quick))} {c.mode}".lower()]
+    rounds = repeats or (5 if quick else 7)
+    threads = get_num_threads()
     results = []
-    for i, (name, kind, shape, qshape) in enumerate(CASES):
-        shape = qshape if quick else shape
+    jobs = [(c, dt) for dt in dtypes for c in cases]
+    for i, (case, dtype) in enumerate(jobs):
+        shape = case.run_shape(quick)
+        label = case_label(case.kind, shape)
+        dtype = np.dtype(dtype)
         if progress:
-            progress(f"[{i + 1}/{len(CASES)}] {name} {np.dtype(dtype).name} ...")
-        x, t = make_inputs(kind, shape, dtype, rng)
-        dst = np.empty_like(x)
-        row = {"case": name, "shape": list(shape), "dtype": np.dtype(dtype).name,
-               "memcpy": median_ms(lambda: np.copyto(dst, x), repeats),
-               "fastce": median_ms(fastce_fn(kind, x, t), repeats),
-               "numpy": median_ms(numpy_fn(kind, x, t), repeats)}
-        if peers:
-            for pname, make in PEERS.items():
-                fn = make(kind)
-                if fn is not None:
-                    try:
-                        row[pname] = median_ms(lambda: fn(x, t), repeats)
-                    except Exception as exc:          # a peer failing must not stop the table
-                        row[pname] = None
-                        row[pname + "_error"] = str(exc)[:200]
-        results.append(row)
+            progress(f"[{i + 1}/{len(jobs)}] {label} {case.mode} {dtype.name} ...")
+        t_case = time.perf_counter()
+        rng = np.random.default_rng(0)
+        x, t = make_inputs(case.kind, shape, dtype, rng)
+        out = np.empty_like(x)
+        errors = {}
+        fns = _prepare(["limit", "fastce", *peers], case.kind, case.mode, x, t, out, threads,
+                       False, progress, errors)
+        stats = time_blocks(fns, rounds, min_sample=MIN_SAMPLE_S[bool(quick)],
+                            progress=progress)
+        del fns
+        row = {"case": label, "kind": case.kind, "mode": case.mode, "shape": list(shape),
+               "nominal_shape": list(case.shape), "dtype": dtype.name,
+               "limit_op": limit_op(case.mode), "samples": rounds,
+               **_times(stats, "ms", stat), "errors": errors}
+        results.append(_finish_row(row, peers, "ms"))
+        if progress:
+            progress(f"    fastce {_fmt(row['times_ms'].get('fastce'))} ms = "
+                     f"{_fmt(row['x_limit'])}x limit; best peer "
+                     f"{row['best_peer'] or '-'} {_fmt(row['best_peer_ms'])} ms "
+                     f"({time.perf_counter() - t_case:.0f} s)")
     return results
 
 
-def format_table(results):
-    peers = [p for p in PEERS if any(r.get(p) is not None for r in results)]
-    head = ["case", "memcpy", "fastce", "xmemcpy", "numpy", "numpy/fastce"] + peers
-    lines = [" | ".join(head), " | ".join("---" for _ in head)]
-    for r in results:
-        cells = [r["case"] + ("" if r["dtype"] == "float32" else f" ({r['dtype']})"),
-                 f"{r['memcpy']:.2f}", f"{r['fastce']:.2f}",
-                 f"{r['fastce'] / r['memcpy']:.1f}x", f"{r['numpy']:.2f}",
-                 f"{r['numpy'] / r['fastce']:.1f}x"]
-        cells += [f"{r[p]:.2f}" if r.get(p) is not None else "-" for p in peers]
-        lines.append(" | ".join(cells))
-    return "\n".join(lines)
-
-
-def machine_info():
-    import os
-    return {"python": sys.version.split()[0], "numpy": np.__version__,
-            "platform": platform.platform(), "processor": platform.processor(),
-            "cpus": os.cpu_count(), "fastce_threads": get_num_threads()}
-
-
-def plot(results, path):
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("--plot needs matplotlib: pip install matplotlib (or fastce[bench])")
-    cols = ["memcpy", "fastce", "numpy"] + [p for p in PEERS if any(r.get(p) for r in results)]
-    fig, ax = plt.subplots(figsize=(11, 5))
-    width = 0.8 / len(cols)
-    for j, c in enumerate(cols):
-        vals = [r[c] / r["memcpy"] if r.get(c) else 0 for r in results]
-        ax.bar(np.arange(len(results)) + j * width, vals, width, label=c)
-    ax.set_yscale("log")
-    ax.set_ylabel("time / memcpy of the logits (log scale, lower is better)")
-    ax.set_xticks(np.arange(len(results)) + 0.4)
-    ax.set_xticklabels([r["case"] for r in results], rotation=20, ha="right", fontsize=8)
-    ax.set_title("Fused loss + gradient, float32, median")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-
-
-# ------------------------------------------------------------------ fused linear + CE
-
-LINEAR_CASE = ((8192, 256, 65536), (2048, 256, 16384))   # (N, D, V): full, quick
+def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None,
+                stat="median"):
+    """Per-call rows: float32, median over k samples of PERCALL_CALLS calls, in us per call."""
+    cases = PERCALL_CASES if cases is None else cases
+    k = repeats or (5 if quick else 7)
+    peers = [p for p in PERCALL_PEERS if p in peers]
+    threads = get_num_threads()
+    results = []
+    for i, case in enumerate(cases):
+        label = percall_label(case)
+        if progress:
+            progress(f"[per-call {i + 1}/{len(cases)}] {label} ...")
+        rng = np.random.default_rng(1)
+        x, t = make_inputs(case.kind, case.shape, np.float32, rng)
+        out = np.empty_like(x)
+        errors = {}
+        fns = _prepare(["limit", "fastce", *peers], case.kind, case.mode, x, t, out, threads,
+                       True, progress, errors)
+        stats = time_blocks(fns, k, inner=PERCALL_CALLS, progress=progress)
+        del fns
+        row = {"case": label, "kind": case.kind, "mode": case.mode, "shape": list(case.shape),
+               "dtype": "float32", "limit_op": limit_op(case.mode),
+               "samples": k, "calls_per_sample": PERCALL_CALLS,
+               **_times(stats, "us", stat), "errors": errors}
+        results.append(_finish_row(row, peers, "us"))
+    return results
 
 
 def numpy_linear_ce(X, W, t):
@@ -261,6 +830,16 @@ def _peak_mib(fn):
         tracemalloc.stop()
 
 
+def _median_ms(fn, repeats):
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)) * 1e3
+
+
 def run_linear_case(quick=False, peers=True, progress=None, repeats=None):
     N, D, V = LINEAR_CASE[1] if quick else LINEAR_CASE[0]
     if progress:
@@ -272,25 +851,93 @@ def run_linear_case(quick=False, peers=True, progress=None, repeats=None):
     repeats = repeats or 3
     fused = lambda: F.linear_cross_entropy(X, W, t, return_grad=True)  # noqa: E731
     unfused = lambda: numpy_linear_ce(X, W, t)                          # noqa: E731
-    row = {"case": f"linear CE {N}x{D}x{V}", "logits_mib": N * V * 4 / 2**20,
-           "fastce": median_ms(fused, repeats, min_time=0),
-           "fastce_peak_mib": _peak_mib(fused),
-           "numpy_unfused": median_ms(unfused, repeats, min_time=0),
-           "numpy_peak_mib": _peak_mib(unfused)}
+    row = {"case": f"linear CE {N}x{D}x{V}", "shape": [N, D, V], "logits_mib": N * V * 4 / 2**20,
+           "fastce": _median_ms(fused, repeats), "fastce_peak_mib": _peak_mib(fused),
+           "numpy_unfused": _median_ms(unfused, repeats), "numpy_peak_mib": _peak_mib(unfused)}
     if peers:
         try:
-            import torch
+            torch = _torch_module(get_num_threads())
             import torch.nn.functional as tF
             Xt, Wt, tt = torch.from_numpy(X), torch.from_numpy(W), torch.from_numpy(t)
 
             def run_torch():
-                xg = Xt.clone().requires_grad_(True)
-                wg = Wt.clone().requires_grad_(True)
+                xg = Xt.detach().requires_grad_(True)
+                wg = Wt.detach().requires_grad_(True)
                 tF.linear_cross_entropy(xg, wg, tt).backward()
-            row["PyTorch"] = median_ms(run_torch, repeats, min_time=0)
+            row["torch eager"] = _median_ms(run_torch, repeats)
         except Exception as exc:
-            row["PyTorch_error"] = str(exc)[:200]
+            row["torch_error"] = f"{type(exc).__name__}: {str(exc)[:200]}"
     return row
+
+
+# ====================================================================== output
+
+def _fmt(v):
+    """Three significant figures, no exponent for the usual ranges; '-' for missing."""
+    if v is None:
+        return "-"
+    if v >= 100:
+        return f"{v:.0f}"
+    if v >= 10:
+        return f"{v:.1f}"
+    if v >= 1:
+        return f"{v:.2f}"
+    return f"{v:.3g}"
+
+
+def _columns(rows, unit, order):
+    """Peer columns that produced at least one figure, in `order`."""
+    return [p for p in order if any(r[f"times_{unit}"].get(p) is not None for r in rows)]
+
+
+def _markdown(head, body):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in body]
+    return "\n".join(lines)
+
+
+def format_table(results, mode):
+    """Markdown table of the throughput rows of one mode (ms)."""
+    rows = [r for r in results if r["mode"] == mode]
+    if not rows:
+        return ""
+    peers = _columns(rows, "ms", PEERS)
+    op = limit_op(mode)
+    head = ["case", "dtype", f"limit ({op})", "fastce", "x limit", *peers, "best peer",
+            "best peer / fastce"]
+    body = []
+    for r in rows:
+        t = r["times_ms"]
+        body.append([r["case"], r["dtype"], _fmt(t.get("limit")), _fmt(t.get("fastce")),
+                     _fmt(r["x_limit"]) + "x" if r["x_limit"] else "-",
+                     *[_fmt(t.get(p)) for p in peers],
+                     r["best_peer"] or "-",
+                     _fmt(r["best_peer_over_fastce"]) + "x" if r["best_peer_over_fastce"]
+                     else "-"])
+    what = ("Fused loss + gradient (fwd+bwd), limit = np.copyto of the logits" if mode == FUSED
+            else "Forward only (loss), limit = one read pass (np.max of the logits)")
+    return (f"{what}; ms, {rows[0]['stat']} of {rows[0]['samples']} samples per "
+            f"implementation\n"
+            + _markdown(head, body))
+
+
+def format_percall(results):
+    if not results:
+        return ""
+    peers = _columns(results, "us", PERCALL_PEERS)
+    head = ["case", "limit", "fastce", *peers, "best peer", "best peer / fastce"]
+    body = []
+    for r in results:
+        t = r["times_us"]
+        body.append([r["case"], f"{_fmt(t.get('limit'))} ({r['limit_op']})",
+                     _fmt(t.get("fastce")), *[_fmt(t.get(p)) for p in peers],
+                     r["best_peer"] or "-",
+                     _fmt(r["best_peer_over_fastce"]) + "x" if r["best_peer_over_fastce"]
+                     else "-"])
+    r0 = results[0]
+    return (f"Per call (us, {r0['stat']} of {r0['samples']} x {r0['calls_per_sample']} calls), "
+            f"float32, "
+            f"gradient into a reused out= buffer (numba: serial @njit)\n" + _markdown(head, body))
 
 
 def format_linear(row):
@@ -298,27 +945,143 @@ def format_linear(row):
              f"{row['logits_mib']:.0f} MiB)",
              f"  fastce fused/chunked : {row['fastce']:8.1f} ms, peak {row['fastce_peak_mib']:7.1f} MiB",
              f"  NumPy unfused        : {row['numpy_unfused']:8.1f} ms, peak {row['numpy_peak_mib']:7.1f} MiB"]
-    if "PyTorch" in row:
-        lines.append(f"  PyTorch linear_cross_entropy: {row['PyTorch']:8.1f} ms")
+    if "torch eager" in row:
+        lines.append(f"  torch eager linear_cross_entropy: {row['torch eager']:8.1f} ms")
     return "\n".join(lines)
+
+
+_STYLE = {"limit": ("black", "|"), "fastce": ("tab:red", "o"), "NumPy": ("tab:blue", "s"),
+          "torch eager": ("tab:orange", "^"), "torch.compile": ("tab:brown", "v"),
+          "JAX jit": ("tab:green", "D"), "numba": ("tab:purple", "P"),
+          "sklearn": ("tab:gray", "X")}
+
+
+def plot(results, path, percall=(), info=None, quick=False):
+    """Dot plot of absolute median times (log scale): one line per row, one marker per
+    implementation; the CPU, thread count and shapes that ran are in the labels."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib (or fastce[bench])")
+    info = info or machine_info()
+    stat = next((r["stat"] for r in list(results) + list(percall) if "stat" in r), "median")
+    panels = [(list(results), "ms", f"{stat} time per call, ms (log scale)"),
+              (list(percall), "us", f"{stat} time per call, us (log scale)")]
+    panels = [p for p in panels if p[0]]
+    heights = [0.34 * len(p[0]) + 1.2 for p in panels]
+    fig, axes = plt.subplots(len(panels), 1, figsize=(13, sum(heights) + 1.2),
+                             gridspec_kw={"height_ratios": heights}, squeeze=False)
+    handles = {}
+    for ax, (rows, unit, xlabel) in zip(axes[:, 0], panels):
+        names = ["limit", "fastce"] + [p for p in PEERS
+                                       if any(r[f"times_{unit}"].get(p) for r in rows)]
+        ys = np.arange(len(rows))[::-1]
+        for name in names:
+            color, marker = _STYLE[name]
+            pts = [(r[f"times_{unit}"][name], y) for r, y in zip(rows, ys)
+                   if r[f"times_{unit}"].get(name)]
+            if pts:
+                label = "limit (np.copyto; np.max for fwd only)" if name == "limit" else name
+                handles[label] = ax.scatter(*zip(*pts), color=color, marker=marker, label=label,
+                                            s=70 if name == "fastce" else 32,
+                                            zorder=3 if name == "fastce" else 2)
+        labels = []
+        for r in rows:
+            lab = r["case"] if unit == "us" else f"{r['case']} {r['mode']} {r['dtype']}"
+            note = [f"fastce {_fmt(r[f'times_{unit}'].get('fastce'))} {unit}"]
+            if r.get("x_limit"):
+                note.append(f"{_fmt(r['x_limit'])}x limit")
+            if r.get("best_peer_over_fastce"):
+                note.append(f"{r['best_peer']} {_fmt(r['best_peer_over_fastce'])}x slower"
+                            if r["best_peer_over_fastce"] >= 1 else
+                            f"{r['best_peer']} {_fmt(1 / r['best_peer_over_fastce'])}x faster")
+            labels.append(lab + "\n" + ", ".join(note))
+        ax.set_yticks(ys)
+        ax.set_yticklabels(labels, fontsize=7)
+        ax.set_ylim(-0.6, len(rows) - 0.4)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.grid(axis="x", which="both", alpha=0.3)
+        ax.set_title("per call (k samples of 1000 calls), float32, gradient into a reused out="
+                     if unit == "us" else "throughput, large shapes", fontsize=9)
+    fig.legend(list(handles.values()), list(handles), loc="upper right", fontsize=8,
+               bbox_to_anchor=(0.995, 0.985))
+    load = info.get("load_average_start")
+    fig.suptitle(f"fastce bench{' --quick (shapes as labelled)' if quick else ''}: "
+                 f"{info['cpu']}, {info['threads']} threads"
+                 + (f", load average {load:g}" if load is not None else "")
+                 + f"\nabsolute {stat} times, lower is better", fontsize=10, x=0.02, ha="left")
+    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ====================================================================== main
+
+def _dtypes(args):
+    spec = getattr(args, "dtypes", None)
+    if spec:
+        out = [s.strip() for s in spec.split(",") if s.strip()]
+        for s in out:
+            if s not in ("float32", "float64"):
+                raise SystemExit(f"--dtypes: unknown dtype {s!r} (float32, float64)")
+        return out
+    if getattr(args, "float64", False) or not args.quick:
+        return ["float32", "float64"]
+    return ["float32"]
 
 
 def main(args):
     progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
-    results = run_cases(quick=args.quick, peers=not args.no_peers, progress=progress)
-    if args.float64:
-        results += run_cases(quick=args.quick, dtype=np.float64, peers=False, progress=progress)
-    linear = None if args.no_linear else run_linear_case(args.quick, not args.no_peers, progress)
-    print(f"fastce fused loss+gradient, ms (median), {get_num_threads()} threads")
-    print(format_table(results))
+    quick = bool(args.quick)
+    percall_only = bool(getattr(args, "percall", False))
+    wanted = [] if getattr(args, "no_peers", False) else parse_peers(getattr(args, "peers", None))
+    peers, skipped = available_peers(wanted)
+    for name, why in skipped.items():
+        progress(f"peer {name} skipped: {why}")
+    info = machine_info()
+    progress(header_line(info, quick))
+    repeats = getattr(args, "repeats", None)
+    select = getattr(args, "cases", None)
+
+    stat = getattr(args, "stat", None) or "median"
+    results = [] if percall_only else run_cases(quick, _dtypes(args), peers, progress, repeats,
+                                                select=select, stat=stat)
+    percall = [] if getattr(args, "no_percall", False) else run_percall(peers, progress, repeats,
+                                                                        quick, stat=stat)
+    linear = None
+    if not (percall_only or getattr(args, "no_linear", False)):
+        linear = run_linear_case(quick, bool(peers), progress)
+
+    info["load_average_end"] = load_average()
+    print(f"fastce bench -- {header_line(info, quick)}")
+    for mode in (FUSED, FWD):
+        table = format_table(results, mode)
+        if table:
+            print()
+            print(table)
+    if percall:
+        print()
+        print(format_percall(percall))
     if linear:
         print()
         print(format_linear(linear))
+    errors = [(r["case"], r.get("dtype"), n, e) for r in results + percall
+              for n, e in r["errors"].items()]
+    if errors or skipped:
+        print()
+    for name, why in skipped.items():
+        print(f"not run: {name} ({why})")
+    for case, dtype, name, err in errors:
+        print(f"note: {name} on {case} {dtype}: {err}")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"machine": machine_info(), "results": results, "linear": linear}, f,
-                      indent=2)
+            json.dump({"machine": info, "quick": quick, "peers": peers, "peers_skipped": skipped,
+                       "units": {"results": "ms", "percall": "us per call", "linear": "ms, MiB"},
+                       "results": results, "percall": percall, "linear": linear}, f, indent=2)
         print(f"wrote {args.json}")
     if args.plot:
-        plot(results, args.plot)
+        plot(results, args.plot, percall, info, quick)
         print(f"wrote {args.plot}")
