@@ -145,7 +145,7 @@ def _cross_compiling():
     return sys.platform == "darwin" and archflags.count("-arch") > 1
 
 
-def _clones_work(compiler, compile_args):
+def _clones_work(compiler, compile_args, header=os.path.join("src", "fastce", "_kernels.h")):
     """Whether the runtime ISA dispatch in _kernels.h builds *and runs* with this compiler.
 
     The probe uses the exact `target_clones(...)` list from the header, so it follows the
@@ -153,11 +153,12 @@ def _clones_work(compiler, compile_args):
     (-DFCE_NO_CLONES), where the compiler does not know a target (GCC < 11 has no
     "arch=x86-64-v4"; that is the manylinux2014 image's GCC 10) or where the C library cannot
     run the ifunc resolvers the clones rely on (musl)."""
-    with open(os.path.join("src", "fastce", "_kernels.h")) as f:
+    with open(header) as f:
         m = re.search(r"target_clones\(([^)]*)\)", f.read())
     if m is None:
         return True      # the header has no dispatch to protect
-    source = (f"__attribute__((target_clones({m.group(1)}))) int fce_probe(int x) {{ return x + 1; }}\n"
+    source = (f"__attribute__((target_clones({m.group(1)})))\n"
+              "int fce_probe(int x) { return x + 1; }\n"
               "int main(void) { return fce_probe(-1); }\n")
     return _probe(compiler, source, compile_args, run=not _cross_compiling())
 
@@ -227,8 +228,9 @@ extensions = [
     for name in MODULES
 ]
 
-setup(
-    ext_modules=cythonize(extensions, language_level=3,
-                          compiler_directives={"boundscheck": False, "wraparound": False}),
-    cmdclass={"build_ext": BuildExt},
-)
+if __name__ == "__main__":   # (setuptools runs this file as __main__; tests import it)
+    setup(
+        ext_modules=cythonize(extensions, language_level=3,
+                              compiler_directives={"boundscheck": False, "wraparound": False}),
+        cmdclass={"build_ext": BuildExt},
+    )

@@ -1,11 +1,11 @@
 # Type stub of the Cython module _binary.pyx (binary cross-entropy kernel driver); checked
 # against the compiled module by tests/test_typing.py (mypy.stubtest).
-from typing import Literal, Optional
+from typing import Any, Literal, Optional
 
 import numpy as np
 from numpy.typing import NDArray
 
-_Floats = NDArray[np.floating]
+_Floats = NDArray[np.floating[Any]]
 
 def binary(kind: Literal["logits", "probs"], x: _Floats, y: _Floats, w: Optional[_Floats],
            pw: Optional[_Floats], K: int, rows_per_chunk: int, loss: Optional[_Floats],

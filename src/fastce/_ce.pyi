@@ -1,12 +1,12 @@
 # Type stub of the Cython module _ce.pyx (the cross-entropy / NLL kernel drivers).
 # Checked against the compiled module by tests/test_typing.py (mypy.stubtest): a changed
 # signature in the .pyx fails that test until this file follows.
-from typing import Optional
+from typing import Any, Optional
 
 import numpy as np
 from numpy.typing import NDArray
 
-_Floats = NDArray[np.floating]   # C-contiguous, flat, validated by fastce._validate
+_Floats = NDArray[np.floating[Any]]   # C-contiguous, flat, validated by fastce._validate
 
 def cross_entropy_index(x: _Floats, target: NDArray[np.int64], weight: Optional[NDArray[np.float64]],
                         weight_sum: float, ignore_index: int, label_smoothing: float, A: int,

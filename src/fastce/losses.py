@@ -53,7 +53,7 @@ class _Criterion(Generic[LossT]):
 
     def __init__(self, reduction: _Reduction) -> None:
         self.reduction = V.reduction(reduction)
-        self._grad: Optional[NDArray[np.floating]] = None
+        self._grad: Optional[NDArray[np.floating[Any]]] = None
         self._axis: int = 0                # normalised class axis of the last input
 
     # -- options passed to the function (subclasses) -------------------------------------
