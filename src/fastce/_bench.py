@@ -42,11 +42,19 @@ import sys
 import time
 from dataclasses import dataclass
 from functools import partial
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import functional as F
 from ._threads import get_num_threads
+
+Arr = NDArray[Any]
+Call = Callable[[], Any]            # a prepared zero-argument call of one implementation
+Row = Dict[str, Any]                # one table row / the machine description, as in the JSON
+Shape = Tuple[int, ...]
+Progress = Optional[Callable[[str], None]]
 
 SOFTCAP = 30.0
 FUSED, FWD, OBJECT = "fwd+bwd", "fwd", "loss object"
@@ -66,11 +74,11 @@ _PEER_ALIASES = {"numpy": "NumPy", "torch": "torch eager", "torch-eager": "torch
 
 # ====================================================================== the machine
 
-def cpu_model():
+def cpu_model() -> str:
     """The CPU's model name (from /proc/cpuinfo, else lscpu, else platform), with family/model
     numbers and the widest vector ISA when /proc/cpuinfo gives them ("AMD EPYC" alone does not
     say which generation)."""
-    fields = {}
+    fields: Dict[str, str] = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
@@ -94,7 +102,7 @@ def cpu_model():
     return f"{name} ({', '.join(extra)})" if extra else name
 
 
-def _lscpu_model():
+def _lscpu_model() -> Optional[str]:
     try:
         out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except (OSError, subprocess.SubprocessError):
@@ -105,7 +113,7 @@ def _lscpu_model():
     return None
 
 
-def _version(dist):
+def _version(dist: str) -> Optional[str]:
     try:
         from importlib.metadata import version
         return version(dist)
@@ -113,7 +121,7 @@ def _version(dist):
         return None
 
 
-def machine_info():
+def machine_info() -> Row:
     from . import __version__
     versions = {"fastce": __version__, "python": sys.version.split()[0], "numpy": np.__version__}
     for dist in ("torch", "jax", "jaxlib", "numba", "scikit-learn", "matplotlib"):
@@ -125,7 +133,7 @@ def machine_info():
             "load_average_start": load_average()}
 
 
-def load_average():
+def load_average() -> Optional[float]:
     """1-minute load average (None where the OS has none): a number near or above the CPU
     count means other processes compete for the cores and thread teams lose time waiting."""
     try:
@@ -134,8 +142,13 @@ def load_average():
         return None
 
 
-def header_line(info, quick):
-    line = (f"CPU: {info['cpu']}; {info['threads']} threads (fastce, torch, numba, sklearn; XLA "
+def _threads(info: Row) -> str:
+    n = info["threads"]
+    return f"{n} thread" + ("" if n == 1 else "s")
+
+
+def header_line(info: Row, quick: bool) -> str:
+    line = (f"CPU: {info['cpu']}; {_threads(info)} (fastce, torch, numba, sklearn; XLA "
             f"sizes its own pool); {'--quick shapes' if quick else 'full shapes'}; "
             f"fastce {info['versions']['fastce']}, NumPy {info['versions']['numpy']}")
     load = info.get("load_average_start")
@@ -153,19 +166,19 @@ class Case:
     """One benchmark row: what is computed (kind, mode), on which shape (full and --quick)."""
     kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce"
     mode: str              # FUSED, FWD, or OBJECT (per-call: loss object + backward)
-    shape: tuple
-    quick_shape: tuple = None
+    shape: Shape
+    quick_shape: Optional[Shape] = None
 
-    def run_shape(self, quick):
+    def run_shape(self, quick: bool) -> Shape:
         return tuple(self.quick_shape if quick and self.quick_shape else self.shape)
 
 
-def _count(n):
+def _count(n: int) -> str:
     """10000000 -> '10M', 2500000 -> '2.5M', 256 -> '256'."""
     return f"{n / 1e6:g}M" if n >= 1_000_000 else str(n)
 
 
-def case_label(kind, shape):
+def case_label(kind: str, shape: Shape) -> str:
     """The row label, built from the shape that actually ran."""
     dims = "x".join(map(str, shape))
     if kind == "bce":
@@ -177,7 +190,7 @@ def case_label(kind, shape):
     return f"CE {dims}"
 
 
-def percall_label(case):
+def percall_label(case: "Case") -> str:
     shape = "(" + ", ".join(map(str, case.shape)) + ("," if len(case.shape) == 1 else "") + ")"
     if case.mode == OBJECT:
         return f"CrossEntropyLoss {shape} obj(x, t, out=g) + backward()"
@@ -216,7 +229,8 @@ PERCALL_CALLS = 1000
 LINEAR_CASE = ((8192, 256, 65536), (2048, 256, 16384))   # (N, D, V): full, quick
 
 
-def make_inputs(kind, shape, dtype, rng):
+def make_inputs(kind: str, shape: Shape, dtype: Any,
+                rng: np.random.Generator) -> Tuple[Arr, Arr]:
     """Logits and targets: class indices (int64) for CE, {0, 1} floats for BCE."""
     if kind == "bce":
         x = rng.standard_normal(shape).astype(dtype)
@@ -229,7 +243,7 @@ def make_inputs(kind, shape, dtype, rng):
 
 # ====================================================================== NumPy (what a user writes)
 
-def numpy_ce(x, t, out=None):
+def numpy_ce(x: Arr, t: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
     """Fused CE (mean) + gradient, classes last; the gradient goes into `out` when given."""
     n = x.shape[0]
     rows = np.arange(n)
@@ -245,14 +259,14 @@ def numpy_ce(x, t, out=None):
     return loss, e
 
 
-def numpy_ce_loss(x, t):
+def numpy_ce_loss(x: Arr, t: Arr) -> Any:
     """Forward-only CE (mean), classes last."""
     m = x.max(axis=1, keepdims=True)
     lse = np.log(np.exp(x - m).sum(axis=1)) + m[:, 0]
     return (lse - x[np.arange(x.shape[0]), t]).mean()
 
 
-def numpy_ce_axis1(x, t, out=None):
+def numpy_ce_axis1(x: Arr, t: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
     """Fused CE for the (N, C, H, W) layout, as a user would write it (moveaxis)."""
     xl = np.moveaxis(x, 1, -1).reshape(-1, x.shape[1])
     loss, g = numpy_ce(xl, t.reshape(-1))
@@ -263,11 +277,12 @@ def numpy_ce_axis1(x, t, out=None):
     return loss, g
 
 
-def numpy_ce_axis1_loss(x, t):
+def numpy_ce_axis1_loss(x: Arr, t: Arr) -> Any:
     return numpy_ce_loss(np.moveaxis(x, 1, -1).reshape(-1, x.shape[1]), t.reshape(-1))
 
 
-def numpy_ce_softcap(x, t, out=None, cap=SOFTCAP):
+def numpy_ce_softcap(x: Arr, t: Arr, out: Optional[Arr] = None,
+                     cap: float = SOFTCAP) -> Tuple[Any, Arr]:
     """Fused CE of cap * tanh(x / cap): a tanh pre-pass, CE, and the chain rule."""
     th = np.tanh(x / cap)
     loss, g = numpy_ce(cap * th, t, out=out)
@@ -275,11 +290,11 @@ def numpy_ce_softcap(x, t, out=None, cap=SOFTCAP):
     return loss, g
 
 
-def numpy_ce_softcap_loss(x, t, cap=SOFTCAP):
+def numpy_ce_softcap_loss(x: Arr, t: Arr, cap: float = SOFTCAP) -> Any:
     return numpy_ce_loss(cap * np.tanh(x / cap), t)
 
 
-def numpy_bce(x, y, out=None):
+def numpy_bce(x: Arr, y: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
     """Fused BCE-with-logits (mean) + gradient."""
     loss = np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
     if out is None:
@@ -294,17 +309,19 @@ def numpy_bce(x, y, out=None):
     return loss, grad
 
 
-def numpy_bce_loss(x, y):
+def numpy_bce_loss(x: Arr, y: Arr) -> Any:
     return np.mean(np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x))))
 
 
-_NUMPY = {("ce", FUSED): numpy_ce, ("ce", FWD): numpy_ce_loss,
-          ("ce_axis1", FUSED): numpy_ce_axis1, ("ce_axis1", FWD): numpy_ce_axis1_loss,
-          ("ce_softcap", FUSED): numpy_ce_softcap, ("ce_softcap", FWD): numpy_ce_softcap_loss,
-          ("bce", FUSED): numpy_bce, ("bce", FWD): numpy_bce_loss}
+_NUMPY: Dict[Tuple[str, str], Callable[..., Any]] = {
+    ("ce", FUSED): numpy_ce, ("ce", FWD): numpy_ce_loss,
+    ("ce_axis1", FUSED): numpy_ce_axis1, ("ce_axis1", FWD): numpy_ce_axis1_loss,
+    ("ce_softcap", FUSED): numpy_ce_softcap, ("ce_softcap", FWD): numpy_ce_softcap_loss,
+    ("bce", FUSED): numpy_bce, ("bce", FWD): numpy_bce_loss}
 
 
-def numpy_fn(kind, x, t, out=None, mode=FUSED):
+def numpy_fn(kind: str, x: Arr, t: Arr, out: Optional[Arr] = None,
+             mode: str = FUSED) -> Call:
     """Zero-arg call of the NumPy implementation (a loss object is the fused function)."""
     f = _NUMPY[(kind, FUSED if mode == OBJECT else mode)]
     return partial(f, x, t) if mode == FWD else partial(f, x, t, out=out)
@@ -318,7 +335,7 @@ def numpy_fn(kind, x, t, out=None, mode=FUSED):
 prange = range
 
 
-def _nb_ce_fused(x, t, g):
+def _nb_ce_fused(x: Arr, t: Arr, g: Arr) -> Any:
     """CE (mean) + gradient into g, classes last."""
     n, c = x.shape
     inv_n = 1.0 / n
@@ -340,7 +357,7 @@ def _nb_ce_fused(x, t, g):
     return total * inv_n
 
 
-def _nb_ce_loss(x, t):
+def _nb_ce_loss(x: Arr, t: Arr) -> Any:
     """Forward-only CE (mean), classes last."""
     n, c = x.shape
     total = 0.0
@@ -355,7 +372,7 @@ def _nb_ce_loss(x, t):
     return total / n
 
 
-def _nb_bce_fused(x, y, g):
+def _nb_bce_fused(x: Arr, y: Arr, g: Arr) -> Any:
     """BCE-with-logits (mean) + gradient into g (1-D)."""
     n = x.shape[0]
     inv_n = 1.0 / n
@@ -369,7 +386,7 @@ def _nb_bce_fused(x, y, g):
     return total * inv_n
 
 
-def _nb_bce_loss(x, y):
+def _nb_bce_loss(x: Arr, y: Arr) -> Any:
     n = x.shape[0]
     total = 0.0
     for i in prange(n):
@@ -378,17 +395,18 @@ def _nb_bce_loss(x, y):
     return total / n
 
 
-_NUMBA_SOURCES = {("ce", FUSED): _nb_ce_fused, ("ce", FWD): _nb_ce_loss,
-                  ("bce", FUSED): _nb_bce_fused, ("bce", FWD): _nb_bce_loss}
-_NUMBA_CACHE = {}
+_NUMBA_SOURCES: Dict[Tuple[str, str], Callable[..., Any]] = {
+    ("ce", FUSED): _nb_ce_fused, ("ce", FWD): _nb_ce_loss,
+    ("bce", FUSED): _nb_bce_fused, ("bce", FWD): _nb_bce_loss}
+_NUMBA_CACHE: Dict[Tuple[Tuple[str, str], bool], Any] = {}
 
 
-def numba_kernel(kind, mode, parallel):
+def numba_kernel(kind: str, mode: str, parallel: bool) -> Any:
     """The numba-compiled kernel for (kind, mode), or None when numba has no loop for it."""
     key = (kind, FUSED if mode == OBJECT else mode)
     if key not in _NUMBA_SOURCES:
         return None
-    import numba
+    numba = _optional("numba")
     globals()["prange"] = numba.prange
     if (key, parallel) not in _NUMBA_CACHE:
         _NUMBA_CACHE[key, parallel] = numba.njit(parallel=parallel)(_NUMBA_SOURCES[key])
@@ -401,20 +419,21 @@ class NotApplicable(Exception):
     """The implementation has no equivalent of this case (shown as '-')."""
 
 
-def fastce_fn(kind, x, t, out=None, mode=FUSED):
+def fastce_fn(kind: str, x: Arr, t: Arr, out: Optional[Arr] = None,
+              mode: str = FUSED) -> Call:
     """Zero-arg call of fastce for the case."""
     if mode == OBJECT:
         from .losses import BCEWithLogitsLoss, CrossEntropyLoss
         crit = BCEWithLogitsLoss() if kind == "bce" else CrossEntropyLoss(
             axis=1 if kind == "ce_axis1" else -1)
 
-        def call():
+        def call() -> Any:
             loss = crit(x, t, out=out)
             return loss, crit.backward()
         return call
     if kind == "bce":
-        f = F.binary_cross_entropy_with_logits
-        kw = {}
+        f: Callable[..., Any] = F.binary_cross_entropy_with_logits
+        kw: Dict[str, Any] = {}
     else:
         f = F.cross_entropy
         kw = {"axis": 1 if kind == "ce_axis1" else -1}
@@ -425,22 +444,22 @@ def fastce_fn(kind, x, t, out=None, mode=FUSED):
     return partial(f, x, t, return_grad=True, out=out, **kw)
 
 
-def limit_fn(mode, x, out):
+def limit_fn(mode: str, x: Arr, out: Arr) -> Call:
     """The floor: one copy for a call that writes a gradient, one read pass otherwise."""
     return partial(np.max, x) if mode == FWD else partial(np.copyto, out, x)
 
 
-def limit_op(mode):
+def limit_op(mode: str) -> str:
     return "np.max" if mode == FWD else "np.copyto"
 
 
-def _torch_module(threads):
+def _torch_module(threads: int) -> Any:
     import torch
     torch.set_num_threads(threads)
     return torch
 
 
-def _torch_loss(kind, mode):
+def _torch_loss(kind: str, mode: str) -> Any:
     import torch
     import torch.nn.functional as tF
     if mode == OBJECT:
@@ -453,28 +472,28 @@ def _torch_loss(kind, mode):
     return lambda x, t: tF.cross_entropy(x, t)
 
 
-def _torch_call(torch, loss, mode, x, t):
+def _torch_call(torch: Any, loss: Any, mode: str, x: Arr, t: Arr) -> Call:
     xt, tt = torch.from_numpy(x), torch.from_numpy(t)
-    if mode == FWD:
-        def call():
-            with torch.no_grad():
-                return loss(xt, tt)
-        return call
+    def forward() -> Any:
+        with torch.no_grad():
+            return loss(xt, tt)
 
-    def call():
+    def fused() -> Any:
         xg = xt.detach().requires_grad_(True)
         value = loss(xg, tt)
         value.backward()
         return value, xg.grad
-    return call
+    return forward if mode == FWD else fused
 
 
-def torch_eager_fn(kind, mode, x, t, out, threads, percall):
+def torch_eager_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
+                   percall: bool) -> Call:
     torch = _torch_module(threads)
     return _torch_call(torch, _torch_loss(kind, mode), mode, x, t)
 
 
-def torch_compile_fn(kind, mode, x, t, out, threads, percall):
+def torch_compile_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
+                     percall: bool) -> Call:
     torch = _torch_module(threads)
     import torch._dynamo
     torch._dynamo.reset()          # a fresh cache per case: no recompile limit, no dynamic shapes
@@ -482,61 +501,71 @@ def torch_compile_fn(kind, mode, x, t, out, threads, percall):
     return _torch_call(torch, compiled, mode, x, t)
 
 
-def _jax_module():
-    import jax
+def _optional(module: str) -> Any:
+    """Import an optional peer (numba, JAX, scikit-learn: typed as Any, so the package
+    type-checks whether or not they are installed)."""
+    return importlib.import_module(module)
+
+
+def _jax_module() -> Any:
+    jax = _optional("jax")
     jax.config.update("jax_enable_x64", True)      # else float64 silently becomes float32
     return jax
 
 
-def jax_fn(kind, mode, x, t, out, threads, percall):
+def jax_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
+           percall: bool) -> Call:
     jax = _jax_module()
-    import jax.numpy as jnp
-    if kind == "bce":
-        def loss(x, y):
-            return jnp.mean(jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
-    else:
-        axis = 1 if kind == "ce_axis1" else -1
-        cap = SOFTCAP if kind == "ce_softcap" else None
+    jnp = _optional("jax.numpy")
+    axis = 1 if kind == "ce_axis1" else -1
+    cap = SOFTCAP if kind == "ce_softcap" else None
 
-        def loss(x, t):
-            if cap is not None:
-                x = cap * jnp.tanh(x / cap)
-            ls = jax.nn.log_softmax(x, axis=axis)
-            return -jnp.mean(jnp.take_along_axis(ls, jnp.expand_dims(t, axis), axis=axis))
+    def bce_loss(x: Any, y: Any) -> Any:
+        return jnp.mean(jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x))))
+
+    def ce_loss(x: Any, t: Any) -> Any:
+        if cap is not None:
+            x = cap * jnp.tanh(x / cap)
+        ls = jax.nn.log_softmax(x, axis=axis)
+        return -jnp.mean(jnp.take_along_axis(ls, jnp.expand_dims(t, axis), axis=axis))
+    loss = bce_loss if kind == "bce" else ce_loss
     f = jax.jit(loss if mode == FWD else jax.value_and_grad(loss))
     xj, tj = jax.device_put(x), jax.device_put(t)
     return lambda: jax.block_until_ready(f(xj, tj))
 
 
-def numba_fn(kind, mode, x, t, out, threads, percall):
+def numba_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
+             percall: bool) -> Call:
     kernel = numba_kernel(kind, mode, parallel=not percall)
     if kernel is None:
         raise NotApplicable
-    import numba
+    numba = _optional("numba")
     numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     return partial(kernel, x, t) if mode == FWD else partial(kernel, x, t, out)
 
 
-def sklearn_fn(kind, mode, x, t, out, threads, percall):
+def sklearn_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
+               percall: bool) -> Call:
     if kind not in ("ce", "bce") or percall:
         raise NotApplicable
-    from sklearn._loss.loss import HalfBinomialLoss, HalfMultinomialLoss
+    sk = _optional("sklearn._loss.loss")
     if kind == "bce":
-        lossobj = HalfBinomialLoss()
+        lossobj = sk.HalfBinomialLoss()
         y = t
     else:
-        lossobj = HalfMultinomialLoss(n_classes=x.shape[1])
+        lossobj = sk.HalfMultinomialLoss(n_classes=x.shape[1])
         y = t.astype(x.dtype)                      # sklearn keeps class labels as floats
     if mode == FWD:
         return lambda: lossobj.loss(y_true=y, raw_prediction=x, n_threads=threads).mean()
 
-    def call():
+    def call() -> Any:
         loss, grad = lossobj.loss_gradient(y_true=y, raw_prediction=x, n_threads=threads)
         return loss.mean(), grad
     return call
 
 
-def numpy_peer_fn(kind, mode, x, t, out, threads, percall):
+def numpy_peer_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
+                  percall: bool) -> Call:
     return numpy_fn(kind, x, t, out=out, mode=mode)
 
 
@@ -548,7 +577,8 @@ _PEER_FACTORIES = {"NumPy": numpy_peer_fn, "torch eager": torch_eager_fn,
 _WARMUP = {"torch.compile": 3, "JAX jit": 2, "numba": 2}
 
 
-def build_impl(name, kind, mode, x, t, out, threads=None, percall=False):
+def build_impl(name: str, kind: str, mode: str, x: Arr, t: Arr, out: Arr,
+               threads: Optional[int] = None, percall: bool = False) -> Call:
     """Zero-arg callable of implementation `name` ("limit", "fastce" or a peer) for one case.
     Raises NotApplicable when the peer has no equivalent, ImportError when it is missing."""
     threads = threads or get_num_threads()
@@ -559,7 +589,7 @@ def build_impl(name, kind, mode, x, t, out, threads=None, percall=False):
     return _PEER_FACTORIES[name](kind, mode, x, t, out, threads, percall)
 
 
-def available_peers(wanted):
+def available_peers(wanted: Sequence[str]) -> Tuple[List[str], Dict[str, str]]:
     """(peers that import, {peer: reason} for the others).  Imports each module once, here, so
     that a broken install is reported once and not per case."""
     ok, skipped = [], {}
@@ -579,7 +609,7 @@ def available_peers(wanted):
     return ok, skipped
 
 
-def parse_peers(spec):
+def parse_peers(spec: Optional[str]) -> List[str]:
     """--peers value -> list of peer names ("all", "none", or a comma list of aliases)."""
     if spec is None or spec.strip().lower() == "all":
         return list(PEERS)
@@ -598,7 +628,7 @@ def parse_peers(spec):
 
 # ====================================================================== timing
 
-def warm_up(fn, calls=1):
+def warm_up(fn: Call, calls: int = 1) -> Any:
     """Call fn `calls` times (compilation, page faults, thread pools); return the last result."""
     result = None
     for _ in range(calls):
@@ -606,7 +636,7 @@ def warm_up(fn, calls=1):
     return result
 
 
-def split_result(result):
+def split_result(result: Any) -> Tuple[float, Optional[Arr]]:
     """(loss as a Python float, gradient as an ndarray or None) from any implementation's result:
     a loss, or a (loss, grad) pair, in NumPy, torch or JAX types (numba returns a float and
     writes the gradient into out=, which the caller knows)."""
@@ -621,7 +651,7 @@ def split_result(result):
     return float(np.asarray(result)), grad
 
 
-def loss_mismatch(loss, ref, dtype):
+def loss_mismatch(loss: float, ref: float, dtype: Any) -> Optional[str]:
     """A message when `loss` is not `ref` to the dtype's tolerance (the peers compute the same
     mean loss as fastce; a differing value means the bench is timing the wrong thing)."""
     rtol = 1e-3 if np.dtype(dtype) == np.float32 else 1e-8
@@ -634,7 +664,9 @@ SETTLE_S = 0.05                     # pause before each block (s)
 MIN_SAMPLE_S = {True: 0.005, False: 0.02}    # shortest sample (s), by quick
 
 
-def time_blocks(fns, samples, inner=None, min_sample=0.01, settle=None, progress=None):
+def time_blocks(fns: Dict[str, Call], samples: int, inner: Optional[int] = None,
+                min_sample: float = 0.01, settle: Optional[float] = None,
+                progress: Progress = None) -> Dict[str, Dict[str, float]]:
     """Timing statistics (seconds per call) of each zero-arg callable in `fns` (name -> fn).
 
     Each implementation is timed in a block of back-to-back samples, never interleaved call by
@@ -657,7 +689,7 @@ def time_blocks(fns, samples, inner=None, min_sample=0.01, settle=None, progress
         fn()
         once = time.perf_counter() - t0
         counts[name] = max(1, min(10_000, int(min_sample / max(once, 1e-9))))
-    taken = {name: [] for name in fns}
+    taken: Dict[str, List[float]] = {name: [] for name in fns}
     started = time.perf_counter()
     first = (samples + 1) // 2
     for order, n in ((list(fns), first), (list(fns)[::-1], samples - first)):
@@ -677,13 +709,15 @@ def time_blocks(fns, samples, inner=None, min_sample=0.01, settle=None, progress
     return {name: _stats(v) for name, v in taken.items()}
 
 
-def _stats(values):
+def _stats(values: List[float]) -> Dict[str, float]:
     q1, med, q3 = np.percentile(values, [25, 50, 75])
     return {"median": float(med), "min": float(np.min(values)), "iqr": float(q3 - q1),
             "samples": len(values)}
 
 
-def _prepare(names, kind, mode, x, t, out, threads, percall, progress, errors):
+def _prepare(names: Sequence[str], kind: str, mode: str, x: Arr, t: Arr, out: Arr,
+             threads: int, percall: bool, progress: Progress,
+             errors: Dict[str, str]) -> Dict[str, Call]:
     """Build and warm up each implementation; failures go to `errors`, not-applicable peers are
     left out silently."""
     fns = {}
@@ -716,12 +750,13 @@ def _prepare(names, kind, mode, x, t, out, threads, percall, progress, errors):
     return fns
 
 
-def _best_peer(times, peers):
+def _best_peer(times: Dict[str, Optional[float]],
+               peers: Sequence[str]) -> Tuple[Optional[float], Optional[str]]:
     timed = [(times[p], p) for p in peers if times.get(p) is not None]
     return min(timed) if timed else (None, None)
 
 
-def _finish_row(row, peers, unit):
+def _finish_row(row: Row, peers: Sequence[str], unit: str) -> Row:
     times = row[f"times_{unit}"]
     f, lim = times.get("fastce"), times.get("limit")
     row["x_limit"] = f / lim if f and lim else None
@@ -734,19 +769,21 @@ def _finish_row(row, peers, unit):
 
 # ====================================================================== sections
 
-def _times(stats, unit, stat):
+def _times(stats: Dict[str, Dict[str, float]], unit: str, stat: str) -> Row:
     """Row fields from time_blocks statistics: times_<unit> (the statistic the tables and
     ratios use: "median", or "min" on a machine too busy for medians) and all three kept."""
     scale = {"ms": 1e3, "us": 1e6}[unit]
-    out = {f"{k}_{unit}": {n: v[k] * scale for n, v in stats.items()}
+    out: Row = {f"{k}_{unit}": {n: v[k] * scale for n, v in stats.items()}
            for k in ("median", "min", "iqr")}
     out[f"times_{unit}"] = dict(out[f"{stat}_{unit}"])
     out["stat"] = stat
     return out
 
 
-def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats=None,
-              cases=None, select=None, stat="median"):
+def run_cases(quick: bool = False, dtypes: Sequence[str] = ("float32",),
+              peers: Sequence[str] = (), progress: Progress = None,
+              repeats: Optional[int] = None, cases: Optional[List["Case"]] = None,
+              select: Optional[str] = None, stat: str = "median") -> List[Row]:
     """Throughput rows: one per (case, dtype), times in ms."""
     cases = CASES if cases is None else cases
     if select:
@@ -756,17 +793,17 @@ def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats
     threads = get_num_threads()
     results = []
     jobs = [(c, dt) for dt in dtypes for c in cases]
-    for i, (case, dtype) in enumerate(jobs):
+    for i, (case, dtype_name) in enumerate(jobs):
         shape = case.run_shape(quick)
         label = case_label(case.kind, shape)
-        dtype = np.dtype(dtype)
+        dtype = np.dtype(dtype_name)
         if progress:
             progress(f"[{i + 1}/{len(jobs)}] {label} {case.mode} {dtype.name} ...")
         t_case = time.perf_counter()
         rng = np.random.default_rng(0)
         x, t = make_inputs(case.kind, shape, dtype, rng)
         out = np.empty_like(x)
-        errors = {}
+        errors: Dict[str, str] = {}
         fns = _prepare(["limit", "fastce", *peers], case.kind, case.mode, x, t, out, threads,
                        False, progress, errors)
         stats = time_blocks(fns, rounds, min_sample=MIN_SAMPLE_S[bool(quick)],
@@ -785,8 +822,9 @@ def run_cases(quick=False, dtypes=("float32",), peers=(), progress=None, repeats
     return results
 
 
-def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None,
-                stat="median"):
+def run_percall(peers: Sequence[str] = (), progress: Progress = None,
+                repeats: Optional[int] = None, quick: bool = False,
+                cases: Optional[List["Case"]] = None, stat: str = "median") -> List[Row]:
     """Per-call rows: float32, median over k samples of PERCALL_CALLS calls, in us per call."""
     cases = PERCALL_CASES if cases is None else cases
     k = repeats or (5 if quick else 7)
@@ -800,7 +838,7 @@ def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None,
         rng = np.random.default_rng(1)
         x, t = make_inputs(case.kind, case.shape, np.float32, rng)
         out = np.empty_like(x)
-        errors = {}
+        errors: Dict[str, str] = {}
         fns = _prepare(["limit", "fastce", *peers], case.kind, case.mode, x, t, out, threads,
                        True, progress, errors)
         stats = time_blocks(fns, k, inner=PERCALL_CALLS, progress=progress)
@@ -813,14 +851,14 @@ def run_percall(peers=(), progress=None, repeats=None, quick=False, cases=None,
     return results
 
 
-def numpy_linear_ce(X, W, t):
+def numpy_linear_ce(X: Arr, W: Arr, t: Arr) -> Tuple[Any, Arr, Arr]:
     """The unfused computation: full logits, fused NumPy CE, two matmuls."""
     logits = X @ W.T
     loss, G = numpy_ce(logits, t)
     return loss, G @ W, G.T @ X
 
 
-def _peak_mib(fn):
+def _peak_mib(fn: Call) -> float:
     import tracemalloc
     tracemalloc.start()
     try:
@@ -830,7 +868,7 @@ def _peak_mib(fn):
         tracemalloc.stop()
 
 
-def _median_ms(fn, repeats):
+def _median_ms(fn: Call, repeats: int) -> float:
     fn()
     times = []
     for _ in range(repeats):
@@ -840,7 +878,8 @@ def _median_ms(fn, repeats):
     return float(np.median(times)) * 1e3
 
 
-def run_linear_case(quick=False, peers=True, progress=None, repeats=None):
+def run_linear_case(quick: bool = False, peers: bool = True, progress: Progress = None,
+                    repeats: Optional[int] = None) -> Row:
     N, D, V = LINEAR_CASE[1] if quick else LINEAR_CASE[0]
     if progress:
         progress(f"[linear] linear CE N={N} D={D} V={V} float32 ...")
@@ -860,7 +899,7 @@ def run_linear_case(quick=False, peers=True, progress=None, repeats=None):
             import torch.nn.functional as tF
             Xt, Wt, tt = torch.from_numpy(X), torch.from_numpy(W), torch.from_numpy(t)
 
-            def run_torch():
+            def run_torch() -> None:
                 xg = Xt.detach().requires_grad_(True)
                 wg = Wt.detach().requires_grad_(True)
                 tF.linear_cross_entropy(xg, wg, tt).backward()
@@ -872,7 +911,7 @@ def run_linear_case(quick=False, peers=True, progress=None, repeats=None):
 
 # ====================================================================== output
 
-def _fmt(v):
+def _fmt(v: Optional[float]) -> str:
     """Three significant figures, no exponent for the usual ranges; '-' for missing."""
     if v is None:
         return "-"
@@ -885,18 +924,18 @@ def _fmt(v):
     return f"{v:.3g}"
 
 
-def _columns(rows, unit, order):
+def _columns(rows: Sequence[Row], unit: str, order: Sequence[str]) -> List[str]:
     """Peer columns that produced at least one figure, in `order`."""
     return [p for p in order if any(r[f"times_{unit}"].get(p) is not None for r in rows)]
 
 
-def _markdown(head, body):
+def _markdown(head: List[str], body: List[List[str]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     lines += ["| " + " | ".join(cells) + " |" for cells in body]
     return "\n".join(lines)
 
 
-def format_table(results, mode):
+def format_table(results: Sequence[Row], mode: str) -> str:
     """Markdown table of the throughput rows of one mode (ms)."""
     rows = [r for r in results if r["mode"] == mode]
     if not rows:
@@ -921,7 +960,7 @@ def format_table(results, mode):
             + _markdown(head, body))
 
 
-def format_percall(results):
+def format_percall(results: Sequence[Row]) -> str:
     if not results:
         return ""
     peers = _columns(results, "us", PERCALL_PEERS)
@@ -940,11 +979,13 @@ def format_percall(results):
             f"gradient into a reused out= buffer (numba: serial @njit)\n" + _markdown(head, body))
 
 
-def format_linear(row):
+def format_linear(row: Row) -> str:
     lines = [f"{row['case']} (float32, loss + grad_input + grad_weight; full logits would be "
              f"{row['logits_mib']:.0f} MiB)",
-             f"  fastce fused/chunked : {row['fastce']:8.1f} ms, peak {row['fastce_peak_mib']:7.1f} MiB",
-             f"  NumPy unfused        : {row['numpy_unfused']:8.1f} ms, peak {row['numpy_peak_mib']:7.1f} MiB"]
+             f"  fastce fused/chunked : {row['fastce']:8.1f} ms, "
+             f"peak {row['fastce_peak_mib']:7.1f} MiB",
+             f"  NumPy unfused        : {row['numpy_unfused']:8.1f} ms, "
+             f"peak {row['numpy_peak_mib']:7.1f} MiB"]
     if "torch eager" in row:
         lines.append(f"  torch eager linear_cross_entropy: {row['torch eager']:8.1f} ms")
     return "\n".join(lines)
@@ -956,7 +997,8 @@ _STYLE = {"limit": ("black", "|"), "fastce": ("tab:red", "o"), "NumPy": ("tab:bl
           "sklearn": ("tab:gray", "X")}
 
 
-def plot(results, path, percall=(), info=None, quick=False):
+def plot(results: Sequence[Row], path: str, percall: Sequence[Row] = (),
+         info: Optional[Row] = None, quick: bool = False) -> None:
     """Dot plot of absolute median times (log scale): one line per row, one marker per
     implementation; the CPU, thread count and shapes that ran are in the labels."""
     try:
@@ -1010,17 +1052,17 @@ def plot(results, path, percall=(), info=None, quick=False):
                bbox_to_anchor=(0.995, 0.985))
     load = info.get("load_average_start")
     fig.suptitle(f"fastce bench{' --quick (shapes as labelled)' if quick else ''}: "
-                 f"{info['cpu']}, {info['threads']} threads"
+                 f"{info['cpu']}, {_threads(info)}"
                  + (f", load average {load:g}" if load is not None else "")
                  + f"\nabsolute {stat} times, lower is better", fontsize=10, x=0.02, ha="left")
-    fig.tight_layout(rect=(0, 0, 0.86, 1))
+    fig.tight_layout(rect=(0, 0, 0.80, 1))   # the legend sits to the right of the axes
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 # ====================================================================== main
 
-def _dtypes(args):
+def _dtypes(args: Any) -> List[str]:
     spec = getattr(args, "dtypes", None)
     if spec:
         out = [s.strip() for s in spec.split(",") if s.strip()]
@@ -1033,8 +1075,9 @@ def _dtypes(args):
     return ["float32"]
 
 
-def main(args):
-    progress = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+def main(args: Any) -> None:
+    def progress(msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
     quick = bool(args.quick)
     percall_only = bool(getattr(args, "percall", False))
     wanted = [] if getattr(args, "no_peers", False) else parse_peers(getattr(args, "peers", None))
