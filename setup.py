@@ -21,8 +21,9 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
-MODULES = ["_softmax", "_ce", "_binary", "_threads", "_fastpath"]
-KERNEL_HEADERS = ["src/fastce/_simd.h", "src/fastce/_kernels.h", "src/fastce/_kern_body.h"]
+MODULES = ["_softmax", "_ce", "_binary", "_threads", "_fastpath", "_div"]
+KERNEL_HEADERS = ["src/fastce/_simd.h", "src/fastce/_kernels.h", "src/fastce/_kern_body.h",
+                  "src/fastce/_div_body.h"]
 
 
 def _flag(name):

@@ -6,6 +6,16 @@ fused loss+gradient, with torch.nn.functional semantics.
 """
 from ._parallel import get_num_threads
 from ._threads import OPENMP
+from .divergence import (
+    entropy,
+    entropy_grad,
+    kl_div,
+    kl_div_grad,
+    kl_div_logits,
+    kl_div_logits_grad,
+    sigmoid_focal_loss,
+    sigmoid_focal_loss_grad,
+)
 from .losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, NLLLoss
 from .functional import (
     accuracy,
@@ -41,13 +51,21 @@ __all__ = [
     "categorical_cross_entropy",
     "cross_entropy",
     "cross_entropy_grad",
+    "entropy",
+    "entropy_grad",
     "get_num_threads",
+    "kl_div",
+    "kl_div_grad",
+    "kl_div_logits",
+    "kl_div_logits_grad",
     "linear_cross_entropy",
     "log_softmax",
     "log_softmax_vjp",
     "logsumexp",
     "nll_loss",
     "nll_loss_grad",
+    "sigmoid_focal_loss",
+    "sigmoid_focal_loss_grad",
     "softmax",
     "softmax_vjp",
     "OPENMP",

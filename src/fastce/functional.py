@@ -16,7 +16,7 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _validate as V
-from . import _binary, _ce, _fastpath, _softmax
+from . import _binary, _ce, _div, _fastpath, _softmax
 from ._fastpath import SLOW as _SLOW, pairwise_sum as _pairwise_sum
 from ._parallel import PARALLEL_MIN_ELEMENTS, ce_family as _ce_family, nthreads as _nthreads  # noqa: F401
 
@@ -885,8 +885,23 @@ def categorical_cross_entropy(input: ArrayLike, target: ArrayLike, *, eps: Optio
     return _reduce(per, reduction, float(per.size), samples, pc.dtype, rdt)
 
 
-def accuracy(input: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
-    """Fraction of samples whose argmax over `axis` equals the target.
+def _top_k_hits(sc: NDArray[Any], t: NDArray[Any], ax: int, k: int) -> NDArray[np.bool_]:
+    """Whether each sample's target ranks among its k highest scores (kernel in _div: classes
+    ordered before the target are the higher scores and the equal ones of lower index; NaN
+    ranks above every number, as np.argmax and np.sort order it)."""
+    xc, _ = V.float_input(sc, "input")
+    A, C, B, _ = V.split_axis(xc.shape, ax, "input")
+    rank = np.empty(t.shape, dtype=np.int64)
+    _div.topk_rank(xc.reshape(-1), V.kernel_array(t, np.int64).reshape(-1), A, C, B,
+                   rank.reshape(-1), _nthreads(xc.size, "softmax"))
+    return rank < k
+
+
+def accuracy(input: ArrayLike, target: ArrayLike, *, axis: Axis = -1, k: int = 1,
+             sample_weight: Optional[ArrayLike] = None) -> float:
+    """Top-k accuracy: the (weighted) fraction of samples whose target class is among the k
+    highest scores over `axis` (sklearn.metrics.top_k_accuracy_score with normalize=True; k=1
+    is plain accuracy, the argmax equals the target).
 
     Parameters
     ----------
@@ -895,11 +910,23 @@ def accuracy(input: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
     target : array_like
         Class indices, or one-hot / probabilities (reduced by argmax).
     axis : int, default -1
+    k : int >= 1, default 1
+        k >= the number of classes counts every sample as a hit.
+    sample_weight : array_like of the per-sample shape, optional
+        Weights of the samples: the result is sum(w * hit) / sum(w).
 
     Returns
     -------
-    float in [0, 1] (NaN for an empty batch).
+    float in [0, 1] (NaN for an empty batch or zero total weight).
+
+    Notes
+    -----
+    Ties: classes with equal scores are ranked by class index, lowest first (the order of
+    np.argmax and of a stable descending sort), so with k=1 a tie goes to the lowest index.
+    sklearn's top_k_accuracy_score ranks ties highest index first; the two agree whenever the
+    scores of a sample are distinct.  NaN scores rank above every number, as in np.argmax.
     """
+    k = V.positive_int(k, "k")
     sc = np.asarray(input)
     V.float_dtypes(sc.dtype, "scores")
     A, C, B, ax = V.split_axis(sc.shape, axis, "scores")
@@ -913,7 +940,16 @@ def accuracy(input: ArrayLike, target: ArrayLike, *, axis: Axis = -1) -> float:
         t = oh.argmax(axis=ax) if oh.size else np.empty(samples, dtype=np.int64)
     if t.size == 0:
         return float("nan")
-    return float(np.mean(sc.argmax(axis=ax) == t))
+    hits = sc.argmax(axis=ax) == t if k == 1 else _top_k_hits(sc, t, ax, k)
+    if sample_weight is None:
+        return float(np.mean(hits))
+    w = np.asarray(sample_weight)
+    V.float_dtypes(w.dtype, "sample_weight")
+    if w.shape != tuple(samples):
+        raise ValueError(f"sample_weight shape {tuple(w.shape)} does not match the scores' "
+                         f"per-sample shape {tuple(samples)} (scores shape {tuple(sc.shape)})")
+    w = w.astype(np.float64, copy=False)
+    return _ieee_div(float(np.sum(w, where=hits)), float(w.sum()))
 
 
 # ================================================================== fused linear + cross-entropy

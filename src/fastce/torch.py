@@ -458,3 +458,130 @@ def linear_cross_entropy(input: Tensor, linear_weight: Tensor, target: Tensor, *
         kw["chunk_size"] = chunk_size
     return _LinearCE.apply(input, linear_weight, linear_bias, target, kw,
                            _need_grad(input, linear_weight, linear_bias))
+
+
+# ============================================================================ beyond cross-entropy
+# kl_div_logits, entropy and sigmoid_focal_loss (fastce.divergence) as autograd Functions.
+# Same pattern as above: one fused forward computes the loss and the gradient, backward scales
+# the saved gradient.  Gradients flow to the first argument only.
+
+__all__ += ["kl_div_logits", "entropy", "sigmoid_focal_loss"]
+
+
+class _DivLoss(_ScaledGrad):
+    """kl_div_logits (other = teacher) / entropy (other = None)."""
+
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, other: Optional[Tensor], kind: str, kwargs: dict[str, Any],
+                need_grad: bool) -> Tensor:
+        from . import divergence as _D
+        x = _float_numpy(input, "input")
+        args = (x,) if other is None else (x, _float_numpy(other, kwargs.pop("_other_name")))
+        fn = _D.kl_div_logits if kind == "kl" else _D.entropy
+        ctx.reduction = "none" if kwargs["reduction"] == "none" else "mean"
+        ctx.class_dim = kwargs.get("axis")
+        ctx.n_other = 4
+        if need_grad and ctx.needs_input_grad[0]:
+            res: Any = fn(*args, return_grad=True, **kwargs)
+            loss, grad = res
+            ctx.save_for_backward(_to_tensor(grad, input.dtype))
+        else:
+            loss = fn(*args, **kwargs)
+        return _to_tensor(loss, input.dtype)
+
+
+def kl_div_logits(input: Tensor, target: Tensor, *, temperature: float = 1.0,
+                  reduction: str = "batchmean", dim: int = -1) -> Tensor:
+    """Distillation loss ``T**2 * KL(softmax(teacher/T) || softmax(student/T))`` per sample,
+    fused (see :func:`fastce.kl_div_logits`).
+
+    Parameters
+    ----------
+    input : Tensor
+        The student's logits, CPU, floating; receives the gradient.
+    target : Tensor of the same shape
+        The teacher's logits; must not require grad (detach it, as distillation does anyway).
+    temperature : float > 0, default 1
+    reduction : {"batchmean", "mean", "sum", "none"}, default "batchmean"
+        "batchmean" (= "mean") averages over samples.
+    dim : int, default -1
+        The class dimension.
+
+    Returns
+    -------
+    Tensor
+        Scalar, or the per-sample losses ("none"), in the input's dtype.
+    """
+    _check_cpu(input, "input")
+    _check_cpu(target, "target")
+    _check_no_grad(target, "target (the teacher logits)")
+    kw: dict[str, Any] = dict(temperature=temperature, reduction=reduction, axis=dim,
+                    _other_name="target (teacher logits)")
+    return _DivLoss.apply(input, target, "kl", kw, _need_grad(input))
+
+
+def entropy(input: Tensor, dim: int = -1, reduction: str = "none") -> Tensor:
+    """Shannon entropy (nats) of ``softmax(logits, dim)``, accurate for confident rows (see
+    :func:`fastce.entropy`).
+
+    Parameters
+    ----------
+    input : Tensor
+        Logits, CPU, floating.
+    dim : int, default -1
+        The class dimension.
+    reduction : {"none", "mean", "sum"}, default "none"
+
+    Returns
+    -------
+    Tensor
+        Per-sample entropies ("none") or a scalar, in the logits' dtype.
+    """
+    _check_cpu(input, "input")
+    kw: dict[str, Any] = dict(axis=dim, reduction=reduction)
+    return _DivLoss.apply(input, None, "entropy", kw, _need_grad(input))
+
+
+def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gamma: float = 2.0,
+                       reduction: str = "none") -> Tensor:
+    """Sigmoid focal loss, as ``torchvision.ops.sigmoid_focal_loss`` (same arguments), fused
+    and stable for infinite logits (see :func:`fastce.sigmoid_focal_loss`).
+
+    Parameters
+    ----------
+    inputs : Tensor
+        Logits of any shape, CPU, floating.
+    targets : Tensor of the same shape
+        Labels in [0, 1]; must not require grad.
+    alpha : float, default 0.25
+        Weight of the positives in [0, 1]; negative disables the weighting.
+    gamma : float >= 0, default 2
+    reduction : {"none", "mean", "sum"}, default "none"
+
+    Returns
+    -------
+    Tensor
+        Elementwise losses ("none") or a scalar, in the inputs' dtype.
+    """
+    _prep_input(inputs, targets)
+    y = _any_numpy(targets)
+    kw: dict[str, Any] = dict(alpha=alpha, gamma=gamma, reduction=reduction)
+    return _FocalLoss.apply(inputs, y, kw, _need_grad(inputs))
+
+
+class _FocalLoss(_ScaledGrad):
+    @staticmethod
+    def forward(ctx: Any, input: Tensor, target: np.ndarray, kwargs: dict[str, Any],
+                need_grad: bool) -> Tensor:
+        from . import divergence as _D
+        x = _float_numpy(input, "inputs")
+        ctx.reduction = kwargs["reduction"]
+        ctx.class_dim = None
+        ctx.n_other = 3
+        if need_grad and ctx.needs_input_grad[0]:
+            res: Any = _D.sigmoid_focal_loss(x, target, return_grad=True, **kwargs)
+            loss, grad = res
+            ctx.save_for_backward(_to_tensor(grad, input.dtype))
+        else:
+            loss = _D.sigmoid_focal_loss(x, target, **kwargs)
+        return _to_tensor(loss, input.dtype)
