@@ -157,6 +157,8 @@ class _Criterion(Generic[LossT]):
 
         grad_output follows the functions' rules (fastce._validate); the rescale runs in at
         least float32 (float16 gradients are rescaled in float32)."""
+        if (type(grad_output) is float or type(grad_output) is int) and grad_output == 1:
+            return None                    # the per-step default, without NumPy calls
         cdt = np.result_type(grad.dtype, np.float32)
         if self.reduction != "none" or np.ndim(grad_output) == 0:
             s = V.grad_output_scalar(grad_output)
