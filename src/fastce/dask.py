@@ -741,8 +741,12 @@ def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
     -------
     loss, or (loss, grad) with return_grad=True: lazy dask arrays.
     """
+    chunks = _as_dask(input).chunks
     sp = _spec("nll", input, target, weight, ignore_index, reduction, 0.0, axis, 0.0, None)
-    return _batch_class_loss(sp, return_grad, grad_output)
+    out = _batch_class_loss(sp, return_grad, grad_output)
+    if return_grad:
+        return out[0], out[1].rechunk(chunks)     # the gradient has the input's chunks
+    return out
 
 
 # ============================================================================ public: row ops
@@ -927,13 +931,13 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
 
     def block(xb, tb, Wb, *rest):
         bb = rest[0] if has_bias else None
-        scale = rest[1 if has_bias else 0] if return_grad and (gdask is not None or
-                                                               reduction == "mean") else g
-        out = _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none",
-                                      return_grad=return_grad,
-                                      grad_output=float(scale) if np.ndim(scale) == 0 else scale,
-                                      **kw)
-        return out if return_grad else (out,)
+        if not return_grad:
+            return (_F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kw),)
+        scale = rest[-1] if (gdask is not None or reduction == "mean") else g
+        # reduction="none" with the scale as grad_output: the per-sample losses (summed here in
+        # float64) and the gradient of the global loss, in one pass
+        return _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none",
+                                       return_grad=True, grad_output=scale, **kw)
 
     name = f"fastce-lce-{_token(X.name, t.name, head.name, reduction, return_grad, repr(kw))}"
     parts = _per_block(X, block, *args, ind="n", name=name + "-parts")
@@ -944,7 +948,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
         loss = _finish(tot, denominator, reduction, dtype)
     if not return_grad:
         return loss
-    gX = parts.map_blocks(lambda b: b[1], dtype=in_r, chunks=X.chunks,
+    gX = parts.map_blocks(lambda b: b[1], dtype=in_r, chunks=X.chunks, new_axis=1,
                           meta=np.empty((0, 0), in_r))
     outs = [loss, gX, _sum_of_blocks(parts, 2, (Vn, Wm.shape[1]), w_r)]
     if has_bias:
