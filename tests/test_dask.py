@@ -479,6 +479,23 @@ def test_from_npy_fortran_order_and_blocks_are_copies(tmp_path, rng):
     np.testing.assert_array_equal(fcd.from_npy(p, chunks=(9, 3)).compute(scheduler="sync"), x)
 
 
+@pytest.mark.parametrize("shape", [(50,), (13, 7), (4, 5, 6), (3, 0, 2), (1, 9)])
+def test_npyfile_slices_match_numpy(tmp_path, rng, shape):
+    """Contiguous-run reads (os.preadv) give exactly NumPy's slice, for any unit-step slices;
+    other indices fall back to a memmap copy."""
+    x = rng.standard_normal(shape).astype(np.float32)
+    np.save(tmp_path / "a.npy", x)
+    src = fcd.NpyFile(tmp_path / "a.npy")
+    for _ in range(25):
+        nd = int(rng.integers(1, len(shape) + 1))
+        idx = tuple(slice(*sorted(int(v) for v in rng.integers(0, n + 1, 2))) for n in shape[:nd])
+        got = src[idx]
+        np.testing.assert_array_equal(got, x[idx])
+        assert got.flags.c_contiguous and got.dtype == x.dtype
+    np.testing.assert_array_equal(src[..., ::2], x[..., ::2])
+    np.testing.assert_array_equal(src[2:1], x[2:1])
+
+
 def test_zarr_input(tmp_path, rng):
     zarr = pytest.importorskip("zarr")
     x = rng.standard_normal((60, 24)).astype(np.float32)

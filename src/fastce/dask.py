@@ -84,11 +84,13 @@ F64 = np.dtype(np.float64)
 class NpyFile:
     """A ``.npy`` file that reads only the slice asked for (an array-like for ``da.from_array``).
 
-    It holds the path, shape and dtype only, so a dask graph built on it is a few hundred bytes
-    whatever the file's size; every ``__getitem__`` opens the file with ``mmap_mode="r"``, copies
-    the slice out and closes the map again.  (``da.from_array(np.load(path, mmap_mode="r"))``
-    instead puts the memmap itself in the graph, and pickling a memmap for a worker copies the
-    whole file into memory.)
+    It holds the path, shape, dtype and data offset only, so a dask graph built on it is a few
+    hundred bytes whatever the file's size.  ``__getitem__`` reads the slice into a fresh
+    C-contiguous array: each contiguous run of the file (a whole block of rows, or one row's
+    part of a class chunk) with one ``os.preadv`` straight into the result; Fortran-ordered
+    files and fancy indices go through ``np.load(mmap_mode="r")``, copied and unmapped again.
+    (``da.from_array(np.load(path, mmap_mode="r"))`` instead puts the memmap itself in the
+    graph, and pickling a memmap for a worker copies the whole file into memory.)
     """
 
     def __init__(self, path: Union[str, os.PathLike]):
@@ -97,17 +99,60 @@ class NpyFile:
         self.shape: Tuple[int, ...] = tuple(m.shape)
         self.dtype = m.dtype
         self.ndim = m.ndim
+        self.offset = int(m.offset)
+        self.fortran = m.ndim > 1 and not m.flags.c_contiguous
         del m
 
     def __getitem__(self, index: Any) -> np.ndarray:
-        m = np.load(self.path, mmap_mode="r")
-        try:
-            return np.array(m[index], copy=True, order="C")
-        finally:
-            del m
+        ranges = self._ranges(index)
+        if ranges is None or not hasattr(os, "preadv"):
+            m = np.load(self.path, mmap_mode="r")
+            try:
+                return np.array(m[index], copy=True, order="C")
+            finally:
+                del m
+        out = np.empty([b - a for a, b in ranges], dtype=self.dtype)
+        if out.size == 0:
+            return out
+        # k: the last axis that is not read whole; axes after it are, so each index of the
+        # axes before it is one contiguous run of the file
+        k = self.ndim - 1
+        while k > 0 and ranges[k] == (0, self.shape[k]):
+            k -= 1
+        strides = [self.dtype.itemsize * math.prod(self.shape[i + 1:]) for i in range(self.ndim)]
+        runs = out.reshape(math.prod(b - a for a, b in ranges[:k]), -1)
+        with open(self.path, "rb", buffering=0) as f:
+            outer = np.ndindex(*[b - a for a, b in ranges[:k]])
+            for row, idx in zip(runs, outer):
+                pos = self.offset + ranges[k][0] * strides[k] + sum(
+                    (ranges[i][0] + j) * strides[i] for i, j in enumerate(idx))
+                _read_exact(f.fileno(), memoryview(row).cast("B"), pos, self.path)
+        return out
+
+    def _ranges(self, index: Any) -> Optional[list]:
+        """[(start, stop)] per axis for a tuple of unit-step slices, else None."""
+        idx = index if isinstance(index, tuple) else (index,)
+        if self.fortran or len(idx) > self.ndim or not all(isinstance(s, slice) for s in idx):
+            return None
+        out = []
+        for s, n in zip(idx + (slice(None),) * (self.ndim - len(idx)), self.shape):
+            a, b, step = s.indices(n)
+            if step != 1:
+                return None
+            out.append((a, max(a, b)))
+        return out
 
     def __repr__(self) -> str:
         return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _read_exact(fd: int, buf: memoryview, pos: int, path: str) -> None:
+    got = 0
+    while got < len(buf):
+        n = os.preadv(fd, [buf[got:]], pos + got)
+        if n <= 0:
+            raise OSError(f"{path}: file ends before byte {pos + len(buf)} (truncated .npy?)")
+        got += n
 
 
 def from_npy(path: Union[str, os.PathLike], chunks: Any = "auto") -> da.Array:
@@ -414,29 +459,33 @@ def _capped64(sp_cap: float, xb: np.ndarray) -> np.ndarray:
     return z
 
 
-def _rowwise_stats(z: np.ndarray, ax: int) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(m, sh, d) for a chunk: its max along `ax` (keepdims), the finite shift and z - sh.
-    `z` is overwritten by d."""
+def _max_rest(z: np.ndarray, ax: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(m, r) of a float64 chunk along `ax`, keepdims: its max and r = sum exp(z - m) over the
+    chunk with the max's own term (exactly 1) left out.
+
+    One fused fastce kernel call computes r: cross-entropy with the chunk's own argmax as the
+    target is ``nll = log1p(r)`` (the kernel's confident-row form, full relative precision), so
+    ``r = expm1(nll)`` to a few ulps -- in float64, and without a NumPy exp pass.  A chunk
+    whose max is not finite gives NaN here; the merge never reads its r (it weighs an all -inf
+    chunk by 0 and returns M itself for an infinite or NaN M)."""
+    kept_shape = z.shape[:ax] + (1,) + z.shape[ax + 1:]
     if z.shape[ax] == 0:
-        m = np.full(z.shape[:ax] + (1,) + z.shape[ax + 1:], -np.inf)
-    else:
-        m = np.max(z, axis=ax, keepdims=True)
+        return np.full(kept_shape, -np.inf), np.zeros(kept_shape)
+    top = np.expand_dims(np.argmax(z, axis=ax), ax)
+    m = np.take_along_axis(z, top, axis=ax)
+    with np.errstate(invalid="ignore", over="ignore"):
+        nll = _F.cross_entropy(z, np.squeeze(top, ax), reduction="none", axis=ax)
+        r = np.expm1(np.asarray(nll, dtype=F64)).reshape(kept_shape)
+    return m, r
+
+
+def _shifted(z: np.ndarray, m: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(sh, d): the finite shift (m, or 0 where m is not finite) and d = z - sh, in z's
+    memory."""
     sh = np.where(np.isfinite(m), m, 0.0)
     with np.errstate(invalid="ignore"):
         np.subtract(z, sh, out=z)
-    return m, sh, z
-
-
-def _rest(d: np.ndarray, ax: int) -> np.ndarray:
-    """r = sum exp(d) without one term at the max (d == 0 there, exp == 1 exactly); `d` is
-    overwritten by exp(d)."""
-    if d.shape[ax] == 0:
-        return np.zeros(d.shape[:ax] + (1,) + d.shape[ax + 1:])
-    top = np.expand_dims(np.argmax(d, axis=ax), ax)
-    with np.errstate(over="ignore", invalid="ignore"):
-        np.exp(d, out=d)
-    np.put_along_axis(d, top, 0.0, axis=ax)
-    return d.sum(axis=ax, keepdims=True)
+    return sh, z
 
 
 def _weighted_gap(coef: Optional[np.ndarray], d: np.ndarray, ax: int) -> np.ndarray:
@@ -472,19 +521,18 @@ def _chunk_stats(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray,
         zy = np.where(own, np.take_along_axis(z, loc, axis=ax), 0.0)
     elif sp.fmt == "index":
         zy = np.zeros(z.shape[:ax] + (1,) + z.shape[ax + 1:])
-    m, sh, d = _rowwise_stats(z, ax)
+    m, r = _max_rest(z, ax)
     wv = None if wb is None else _class_view(wb, nd, ax)
     if sp.fmt == "index":
         fields.append(zy)
         if sp.eps:
-            fields.append(_weighted_gap(wv, d, ax))
+            fields.append(_weighted_gap(wv, _shifted(z, m)[1], ax))
     else:
         q = V.probability_target(tb, tb.shape, F64)
         k = (1.0 - sp.eps) * q + sp.eps / sp.C
         if wv is not None:
             k *= wv
-        fields += [_weighted_gap(k, d, ax), k.sum(axis=ax, keepdims=True)]
-    r = _rest(d, ax)
+        fields += [_weighted_gap(k, _shifted(z, m)[1], ax), k.sum(axis=ax, keepdims=True)]
     return np.concatenate([m, r] + fields, axis=ax)
 
 
@@ -765,8 +813,7 @@ def _row_lse(x: da.Array, ax: int, name: str) -> da.Array:
     cl = ind[ax]
 
     def stats(xb):
-        m, _, d = _rowwise_stats(np.array(xb, dtype=F64), ax)
-        return np.concatenate([m, _rest(d, ax)], axis=ax)
+        return np.concatenate(_max_rest(np.array(xb, dtype=F64), ax), axis=ax)
 
     st = da.blockwise(stats, ind, x, ind, dtype=F64, token=name + "-stats",
                       adjust_chunks={cl: 2}, meta=np.empty((0,) * x.ndim, F64))
