@@ -34,9 +34,12 @@ t0 = time.perf_counter()
 x = np.load(sys.argv[1]); t = np.load(sys.argv[2])
 t1 = time.perf_counter()
 times = []
+cpu = []
 for _ in range(int(sys.argv[3])):
-    s = time.perf_counter(); loss = fastce.cross_entropy(x, t); times.append(time.perf_counter() - s)
-print(json.dumps(dict(load=t1 - t0, call=min(times), calls=times, loss=float(loss),
+    s, c = time.perf_counter(), time.process_time()
+    loss = fastce.cross_entropy(x, t)
+    times.append(time.perf_counter() - s); cpu.append(time.process_time() - c)
+print(json.dumps(dict(load=t1 - t0, call=min(times), calls=times, cpu=min(cpu), loss=float(loss),
                       peak_rss=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)))
 """
 
@@ -67,6 +70,16 @@ def make_data(d, gib, C, seed=0):
         os.replace(xp + ".part", xp)
         np.save(tp, rng.integers(0, C, N))
     return xp, tp, N
+
+
+def cpu_seconds(pids):
+    """user + system CPU seconds so far of the processes `pids` (all their threads)."""
+    import psutil
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
 
 
 class PeakRSS:
@@ -119,7 +132,9 @@ def main(argv=None):
     ap.add_argument("--dir", default="/tmp/fastce-dask-bench")
     ap.add_argument("--gib", type=float, default=2.5)
     ap.add_argument("--classes", type=int, default=32768)
-    ap.add_argument("--chunk-mib", type=float, default=64.0)
+    ap.add_argument("--chunk-mib", type=float, default=16.0)
+    ap.add_argument("--malloc-trim", default=str(256 << 20),
+                    help="MALLOC_TRIM_THRESHOLD_ for the workers ('' keeps distributed's 64 KiB)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
@@ -139,6 +154,7 @@ def main(argv=None):
                                   capture_output=True, text=True, check=True).stdout)
     res["in_memory"] = r
     print(f"in-memory  : load {r['load']:.2f} s, one fastce call {r['call']:.2f} s "
+          f"(CPU {r['cpu']:.2f} s) "
           f"({size / r['call'] / 2**30:.2f} GiB/s), peak RSS {gib(r['peak_rss'])}")
 
     rows = max(1, int(a.chunk_mib * 2**20 // (4 * C)))
@@ -146,8 +162,18 @@ def main(argv=None):
         "batch-chunked": (rows, -1),
         "vocab-parallel (C/4 per chunk)": (rows * 4, C // 4),
     }
-    with LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
-                      dashboard_address=None, memory_limit="4GiB") as cluster, \
+    # distributed starts workers with MALLOC_TRIM_THRESHOLD_=64 KiB, so glibc hands every freed
+    # chunk back to the OS and the next chunk's buffers are fresh pages, first-touch faulted --
+    # on this VM that costs as much as the kernel.  A 256 MiB threshold keeps freed chunks for
+    # reuse; memory stays bounded (by the chunks in flight plus that much).
+    environ = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": a.malloc_trim} \
+        if a.malloc_trim else {}
+    print(f"# chunks of ~{a.chunk_mib:g} MiB; workers' MALLOC_TRIM_THRESHOLD_ = "
+          f"{a.malloc_trim or 'distributed default (65536)'}")
+    res["malloc_trim"] = a.malloc_trim
+    with dask.config.set(environ), \
+            LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
+                         dashboard_address=None, memory_limit="4GiB") as cluster, \
             Client(cluster) as client:
         worker_pids = set(client.run(os.getpid).values())
         client.run(lambda: __import__("fastce.dask"))        # imports out of the timing
@@ -157,22 +183,24 @@ def main(argv=None):
         print(f"cluster idle: RSS of all processes {gib(idle.peak)} "
               f"(workers {gib(idle.peak_workers)}): interpreters, numpy, dask, distributed")
         for name, chunks in cases.items():
-            times, peak, peak_w = [], 0, 0
+            times, cpus, peak, peak_w = [], [], 0, 0
             for _ in range(a.repeat):
                 x = fcd.from_npy(xp, chunks=chunks)
                 t = fcd.from_npy(tp, chunks=(x.chunks[0],))
                 with PeakRSS(worker_pids) as mem:
-                    s = time.perf_counter()
+                    s, c = time.perf_counter(), cpu_seconds(worker_pids)
                     loss = float(fcd.cross_entropy(x, t).compute())
                     times.append(time.perf_counter() - s)
+                    cpus.append(cpu_seconds(worker_pids) - c)
                 peak, peak_w = max(peak, mem.peak), max(peak_w, mem.peak_workers)
             best = min(times)
             ulp = abs(loss - r["loss"]) / float(np.spacing(np.float32(r["loss"])))
-            res[name] = dict(chunks=[int(c) for c in x.chunksize], times=times,
+            res[name] = dict(chunks=[int(c) for c in x.chunksize], times=times, cpu=cpus,
                              peak_total=peak, peak_workers=peak_w, loss=loss)
             print(f"{name:31s}: chunks {x.chunksize} ({len(x.chunks[0]) * len(x.chunks[1])} "
                   f"tasks), {best:.2f} s = {best / r['call']:.2f}x the in-memory call "
-                  f"({best / (r['call'] + r['load']):.2f}x load + call); peak RSS of all "
+                  f"({best / (r['call'] + r['load']):.2f}x load + call); workers' CPU "
+                  f"{min(cpus):.2f} s = {min(cpus) / r['cpu']:.2f}x the call's; peak RSS of all "
                   f"processes {gib(peak)} (workers {gib(peak_w)}); "
                   f"loss {loss:.7g} vs {r['loss']:.7g} ({ulp:.0f} ulp)")
     if a.json:

@@ -53,7 +53,7 @@ import math
 import operator
 import os
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import dask.array as da
@@ -320,6 +320,13 @@ class _Spec:
     samples: tuple
     compute: np.dtype           # kernels' dtype, and the loss dtype
     result: np.dtype            # the gradient's / log_softmax's dtype
+    shape: tuple = ()           # the logits' shape (for error messages)
+
+    def light(self) -> "_Spec":
+        """This spec without the dask arrays: what a task's function may capture.  (A closure
+        over the arrays would drag their whole graph -- data included, for arrays made from
+        NumPy -- into every task and into dask's tokenizer.)"""
+        return replace(self, x=None, t=None)
 
     @property
     def ind(self) -> str:
@@ -365,12 +372,12 @@ def _spec(kind: str, input: Any, target: Any, weight: Any, ignore_index: Any, re
         x = x.rechunk({ax: -1})     # log-probabilities: one gather per sample, nothing to merge
     t = t.rechunk(_sample_chunks(x.chunks, ax) if fmt == "index" else x.chunks)
     return _Spec(kind, x, t, fmt, w, ignore, reduction, eps, zl, cap, ax, C, samples,
-                 compute, result)
+                 compute, result, tuple(x.shape))
 
 
 def _index_target_block(sp: _Spec, tb: np.ndarray) -> np.ndarray:
     """A block of class indices checked by _validate (range errors raise here, at compute)."""
-    return V.class_index_target(tb, tb.shape, sp.C, sp.ignore, tuple(sp.x.shape))
+    return V.class_index_target(tb, tb.shape, sp.C, sp.ignore, sp.shape)
 
 
 def _denominator(sp: _Spec) -> da.Array:
@@ -378,10 +385,10 @@ def _denominator(sp: _Spec) -> da.Array:
     without reading the logits) or the number of samples."""
     if sp.fmt == "prob":
         return da.from_array(np.asarray(float(math.prod(sp.samples)), F64))
-    w = sp.w
+    o = sp.light()
 
     def part(tb: np.ndarray) -> np.ndarray:
-        d = _F._index_denominator(_index_target_block(sp, tb), w, sp.ignore)
+        d = _F._index_denominator(_index_target_block(o, tb), o.w, o.ignore)
         return np.full((1,) * tb.ndim, d, dtype=F64)
 
     ones = tuple((1,) * len(c) for c in sp.t.chunks)
@@ -404,12 +411,15 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     if gdask is not None:
         args += [gdask, sp.s_ind]
 
+    scale_is_arg = want_grad and (sp.reduction == "mean" or gdask is not None)
+
     def block(xb: np.ndarray, tb: np.ndarray, *scale: Any) -> tuple:
         # reduction="none" hands back every sample's loss; they are summed in float64 here
         if not want_grad:
             return (fn(xb, tb, reduction="none", **kw),)
-        go = float(scale[0]) if sp.reduction == "mean" else (g if gdask is None else scale[0])
-        return fn(xb, tb, reduction="none", return_grad=True, grad_output=go, **kw)
+        go = scale[0] if scale_is_arg else g
+        return fn(xb, tb, reduction="none", return_grad=True,
+                  grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
 
     name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
     # one tuple per sample block (the class axis is one chunk, so one block of x)
@@ -617,8 +627,10 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
         wd = da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],))
         args += [wd, cl]
 
+    o = sp.light()
+
     def stats(xb, tb, cb, wb=None):
-        return _chunk_stats(sp, xb, tb, cb, wb)
+        return _chunk_stats(o, xb, tb, cb, wb)
 
     st = da.blockwise(stats, sp.ind, *args, dtype=F64, token=name + "-stats",
                       adjust_chunks={cl: nf}, meta=np.empty((0,) * sp.x.ndim, F64))
@@ -628,7 +640,7 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
     targs: list = [sp.t, sp.t_ind] if sp.fmt == "index" else []
 
     def merge(stb, tb=None):
-        return _merge(sp, stb, tb, w_chunk_sums)
+        return _merge(o, stb, tb, w_chunk_sums)
 
     return da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
                         dtype=F64, token=name + "-merge", concatenate=True,
@@ -704,8 +716,10 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     if sp.w is not None:
         args += [da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],)), cl]
 
+    o = sp.light()
+
     def grad(xb, tb, cb, Gb, scale, wb=None):
-        return _grad_chunk(sp, xb, tb, cb, Gb, scale, wb)
+        return _grad_chunk(o, xb, tb, cb, Gb, scale, wb)
 
     gr = da.blockwise(grad, sp.ind, *args, dtype=sp.result, token=name + "-grad",
                       concatenate=True, meta=np.empty((0,) * sp.x.ndim, sp.result))
@@ -966,7 +980,8 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     kw = dict(weight=w, ignore_index=ignore, label_smoothing=eps, z_loss=zl, softcap=softcap,
               chunk_size=chunk_size)
 
-    sp = _Spec("ce", X, t, fmt, w, ignore, reduction, eps, zl, 0.0, 1, Vn, (N,), dtype, dtype)
+    sp = _Spec("ce", X, t, fmt, w, ignore, reduction, eps, zl, 0.0, 1, Vn, (N,), dtype, dtype,
+               (N, Vn))
     denominator = _denominator(sp) if reduction == "mean" else None
     g, gdask = (_grad_scale(reduction, grad_output, denominator, (N,), (X.chunks[0],))
                 if return_grad else (None, None))
@@ -975,12 +990,13 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     if gdask is not None:
         args += [gdask, "n"]
     has_bias = bias is not None
+    scale_is_arg = return_grad and (gdask is not None or reduction == "mean")
 
     def block(xb, tb, Wb, *rest):
         bb = rest[0] if has_bias else None
         if not return_grad:
             return (_F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kw),)
-        scale = rest[-1] if (gdask is not None or reduction == "mean") else g
+        scale = rest[-1] if scale_is_arg else g
         # reduction="none" with the scale as grad_output: the per-sample losses (summed here in
         # float64) and the gradient of the global loss, in one pass
         return _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none",
