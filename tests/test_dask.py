@@ -291,6 +291,24 @@ def test_no_task_holds_a_whole_row(rng):
     assert seen and max(shape[1] for _, shape in seen) < 40, [s for s in seen if s[1][1] >= 40]
 
 
+@pytest.mark.parametrize("chunks", [(500, 64), (500, 16)], ids=["batch", "vocab"])
+def test_tasks_do_not_carry_the_data(rng, chunks):
+    """No task of the loss/gradient graph pickles to more than its own block of input: the
+    functions must not capture the input dask arrays (whose graph holds all the NumPy data,
+    which would then travel with every task to every worker)."""
+    cloudpickle = pytest.importorskip("cloudpickle")
+    x = rng.standard_normal((2000, 64))                      # 1 MiB, blocks of <= 256 KiB
+    t = rng.integers(0, 64, 2000)
+    xd, td = da.from_array(x, chunks=chunks), da.from_array(t, chunks=chunks[0])
+    outs = [*fcd.cross_entropy(xd, td, weight=np.ones(64), label_smoothing=0.1,
+                               return_grad=True), fcd.log_softmax(xd), fcd.logsumexp(xd),
+            *fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, return_grad=True)]
+    graph = dict(dask.base.collections_to_expr(outs).__dask_graph__())
+    sizes = {k: len(cloudpickle.dumps(v)) for k, v in graph.items()}
+    biggest = max(sizes.items(), key=lambda kv: kv[1])
+    assert biggest[1] < x.nbytes / 2, biggest
+
+
 def test_lazy_until_computed(rng):
     calls = []
 

@@ -252,8 +252,10 @@ def _field(parts: da.Array, i: int, dtype: np.dtype, name: str) -> da.Array:
 
 def _block_sum(parts: da.Array, i: int, name: str) -> da.Array:
     """The float64 sum over all blocks of the float64 sum of each block's field `i`."""
+    nd = parts.ndim             # (the function must not capture `parts`: see _Spec.light)
+
     def one(b: tuple) -> np.ndarray:
-        return np.full((1,) * parts.ndim, np.sum(b[i], dtype=F64), dtype=F64)
+        return np.full((1,) * nd, np.sum(b[i], dtype=F64), dtype=F64)
 
     ones = tuple((1,) * len(c) for c in parts.chunks)
     per = parts.map_blocks(one, chunks=ones, dtype=F64, name=name,
