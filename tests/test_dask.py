@@ -309,6 +309,29 @@ def test_tasks_do_not_carry_the_data(rng, chunks):
     assert biggest[1] < x.nbytes / 2, biggest
 
 
+@pytest.mark.parametrize("chunks", [(5, 8), (5, 3)], ids=["batch", "vocab"])
+def test_calls_differing_only_in_weight_or_grad_output_do_not_share_keys(rng, chunks):
+    """Computed together, each call gets its own answer (dask keys are content-derived)."""
+    x = rng.standard_normal((10, 8))
+    t = rng.integers(0, 8, 10)
+    w1, w2 = np.ones(8), rng.uniform(0.1, 3.0, 8)
+    xd = da.from_array(x, chunks=chunks)
+    for red in ("mean", "sum", "none"):
+        outs = compute(*fcd.cross_entropy(xd, t, weight=w1, reduction=red, return_grad=True),
+                       *fcd.cross_entropy(xd, t, weight=w2, reduction=red, return_grad=True,
+                                          grad_output=0.5 if red != "none" else 0.5 * np.ones(10)),
+                       fcd.linear_cross_entropy(xd, np.eye(8), t, weight=w1, reduction=red),
+                       fcd.linear_cross_entropy(xd, np.eye(8), t, weight=w2, reduction=red))
+        go = 0.5 if red != "none" else 0.5 * np.ones(10)
+        want = (*fastce.cross_entropy(x, t, weight=w1, reduction=red, return_grad=True),
+                *fastce.cross_entropy(x, t, weight=w2, reduction=red, return_grad=True,
+                                      grad_output=go),
+                fastce.cross_entropy(x, t, weight=w1, reduction=red),
+                fastce.cross_entropy(x, t, weight=w2, reduction=red))
+        for got, exp in zip(outs, want):
+            np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-15)
+
+
 def test_lazy_until_computed(rng):
     calls = []
 

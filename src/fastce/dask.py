@@ -245,12 +245,16 @@ def _per_block(x: da.Array, func: Callable, *args: Any, ind: str, name: str,
                         meta=np.empty((0,) * len(ind), dtype=object), **kw)
 
 
-def _field(parts: da.Array, i: int, dtype: np.dtype, name: str) -> da.Array:
-    return parts.map_blocks(operator.getitem, i, dtype=dtype, name=name,
+# Layers derived from a tuple layer are named after it: its name tokenizes the task function
+# with everything it captured (weights, grad_output), so two calls that differ only there never
+# share a key.
+
+def _field(parts: da.Array, i: int, dtype: np.dtype) -> da.Array:
+    return parts.map_blocks(operator.getitem, i, dtype=dtype, name=f"{parts.name}-{i}",
                             meta=np.empty((0,) * parts.ndim, dtype=dtype))
 
 
-def _block_sum(parts: da.Array, i: int, name: str) -> da.Array:
+def _block_sum(parts: da.Array, i: int) -> da.Array:
     """The float64 sum over all blocks of the float64 sum of each block's field `i`."""
     nd = parts.ndim             # (the function must not capture `parts`: see _Spec.light)
 
@@ -258,7 +262,7 @@ def _block_sum(parts: da.Array, i: int, name: str) -> da.Array:
         return np.full((1,) * nd, np.sum(b[i], dtype=F64), dtype=F64)
 
     ones = tuple((1,) * len(c) for c in parts.chunks)
-    per = parts.map_blocks(one, chunks=ones, dtype=F64, name=name,
+    per = parts.map_blocks(one, chunks=ones, dtype=F64, name=f"{parts.name}-{i}-sum",
                            meta=np.empty((0,) * parts.ndim, dtype=F64))
     return per.sum(dtype=F64)
 
@@ -325,10 +329,18 @@ class _Spec:
     shape: tuple = ()           # the logits' shape (for error messages)
 
     def light(self) -> "_Spec":
-        """This spec without the dask arrays: what a task's function may capture.  (A closure
-        over the arrays would drag their whole graph -- data included, for arrays made from
-        NumPy -- into every task and into dask's tokenizer.)"""
-        return replace(self, x=None, t=None)
+        """This spec without the dask arrays and the class weights: what a task's function may
+        capture.  (A closure over the arrays would drag their whole graph -- data included,
+        for arrays made from NumPy -- into every task and into dask's tokenizer; the weights,
+        C floats, reach the tasks as one shared graph key instead: see _weight_arg.)"""
+        return replace(self, x=None, t=None, w=None)
+
+    def weight_arg(self) -> list:
+        """[weights as a one-chunk dask array, its index] for blockwise, or [] without
+        weights: one key that every task reads, sent to each worker once."""
+        if self.w is None:
+            return []
+        return [da.from_array(self.w, chunks=-1, name="fastce-weight-" + _token(self.w)), "W"]
 
     @property
     def ind(self) -> str:
@@ -389,13 +401,14 @@ def _denominator(sp: _Spec) -> da.Array:
         return da.from_array(np.asarray(float(math.prod(sp.samples)), F64))
     o = sp.light()
 
-    def part(tb: np.ndarray) -> np.ndarray:
-        d = _F._index_denominator(_index_target_block(o, tb), o.w, o.ignore)
+    def part(tb: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
+        d = _F._index_denominator(_index_target_block(o, tb), w, o.ignore)
         return np.full((1,) * tb.ndim, d, dtype=F64)
 
-    ones = tuple((1,) * len(c) for c in sp.t.chunks)
-    return sp.t.map_blocks(part, chunks=ones, dtype=F64,
-                           meta=np.empty((0,) * sp.t.ndim, F64)).sum(dtype=F64)
+    ti = _indices(sp.t.ndim)
+    per = da.blockwise(part, ti, sp.t, ti, *sp.weight_arg(), adjust_chunks={i: 1 for i in ti},
+                       dtype=F64, concatenate=True, meta=np.empty((0,) * sp.t.ndim, F64))
+    return per.sum(dtype=F64)
 
 
 # ============================================================================ batch path
@@ -404,8 +417,9 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     """Class axis in one chunk: fastce's kernel per block, float64 sums across blocks."""
     fn = _F.cross_entropy if sp.kind == "ce" else _F.nll_loss
     kw = sp.kernel_kwargs()
+    weighted = kw.pop("weight") is not None
     denominator = _denominator(sp) if sp.reduction == "mean" else None
-    args: list = [sp.x, sp.ind, sp.t, sp.t_ind]
+    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, *sp.weight_arg()]
     g, gdask = (_grad_scale(sp.reduction, grad_output, denominator, sp.samples,
                             _sample_chunks(sp.x.chunks, sp.ax)) if want_grad else (None, None))
     if want_grad and sp.reduction == "mean":
@@ -415,26 +429,27 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
 
     scale_is_arg = want_grad and (sp.reduction == "mean" or gdask is not None)
 
-    def block(xb: np.ndarray, tb: np.ndarray, *scale: Any) -> tuple:
+    def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> tuple:
+        w = rest[0] if weighted else None
         # reduction="none" hands back every sample's loss; they are summed in float64 here
         if not want_grad:
-            return (fn(xb, tb, reduction="none", **kw),)
-        go = scale[0] if scale_is_arg else g
-        return fn(xb, tb, reduction="none", return_grad=True,
+            return (fn(xb, tb, weight=w, reduction="none", **kw),)
+        go = rest[-1] if scale_is_arg else g
+        return fn(xb, tb, weight=w, reduction="none", return_grad=True,
                   grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
 
     name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
     # one tuple per sample block (the class axis is one chunk, so one block of x)
     parts = _per_block(sp.x, block, *args, ind=sp.s_ind, name=name + "-parts")
     if sp.reduction == "none":
-        loss = _field(parts, 0, sp.compute, name + "-loss")
+        loss = _field(parts, 0, sp.compute)
     else:
-        total = _block_sum(parts, 0, name + "-sum")
+        total = _block_sum(parts, 0)
         loss = _finish(total, denominator, sp.reduction, sp.compute)
     if not want_grad:
         return loss
     grad = parts.map_blocks(operator.getitem, 1, new_axis=sp.ax, chunks=sp.x.chunks,
-                            dtype=sp.result, name=name + "-grad",
+                            dtype=sp.result, name=f"{parts.name}-grad",
                             meta=np.empty((0,) * sp.x.ndim, sp.result))
     return loss, grad
 
@@ -576,7 +591,8 @@ def _fields_last(a: np.ndarray, ax: int, nf: int) -> np.ndarray:
     return a.reshape(a.shape[:-1] + (a.shape[-1] // nf, nf))
 
 
-def _merge(sp: _Spec, st: np.ndarray, tb: np.ndarray, w_chunk_sums: np.ndarray) -> np.ndarray:
+def _merge(sp: _Spec, st: np.ndarray, tb: Optional[np.ndarray], w: Optional[np.ndarray],
+           w_chunk_sums: np.ndarray) -> np.ndarray:
     nf = _n_stats(sp)
     f = _fields_last(st, sp.ax, nf)
     shift, log_s, sh_k = _merge_lse(f[..., 0], f[..., 1])
@@ -593,7 +609,7 @@ def _merge(sp: _Spec, st: np.ndarray, tb: np.ndarray, w_chunk_sums: np.ndarray) 
             t = _index_target_block(sp, tb)
             kept = t != sp.ignore
             ts = np.where(kept, t, 0)
-            wy = np.where(kept, sp.w[ts] if sp.w is not None else 1.0, 0.0)
+            wy = np.where(kept, w[ts] if w is not None else 1.0, 0.0)
             zy = f[..., 2].sum(axis=-1)     # only the owning chunk holds a nonzero z_y
             nll = (shift - zy) + log_s      # = log1p(S - 1) exactly when z_y is the max
             per = (1.0 - sp.eps) * wy * nll
@@ -639,10 +655,10 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
     bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
     w_chunk_sums = np.array([float(sp.w[a:b].sum()) if sp.w is not None else float(b - a)
                              for a, b in zip(bounds[:-1], bounds[1:])])
-    targs: list = [sp.t, sp.t_ind] if sp.fmt == "index" else []
+    targs: list = [sp.t, sp.t_ind, *sp.weight_arg()] if sp.fmt == "index" else []
 
-    def merge(stb, tb=None):
-        return _merge(o, stb, tb, w_chunk_sums)
+    def merge(stb, tb=None, w=None):
+        return _merge(o, stb, tb, w, w_chunk_sums)
 
     return da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
                         dtype=F64, token=name + "-merge", concatenate=True,
@@ -979,11 +995,12 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     args: list = [X, "nd", t, "n" if fmt == "index" else "nv", head, "vd"]
     if bias is not None:
         args += [da.from_array(bias, chunks=bias.shape), "v"]
-    kw = dict(weight=w, ignore_index=ignore, label_smoothing=eps, z_loss=zl, softcap=softcap,
+    kw = dict(ignore_index=ignore, label_smoothing=eps, z_loss=zl, softcap=softcap,
               chunk_size=chunk_size)
 
     sp = _Spec("ce", X, t, fmt, w, ignore, reduction, eps, zl, 0.0, 1, Vn, (N,), dtype, dtype,
                (N, Vn))
+    args += sp.weight_arg()
     denominator = _denominator(sp) if reduction == "mean" else None
     g, gdask = (_grad_scale(reduction, grad_output, denominator, (N,), (X.chunks[0],))
                 if return_grad else (None, None))
@@ -994,22 +1011,25 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     has_bias = bias is not None
     scale_is_arg = return_grad and (gdask is not None or reduction == "mean")
 
+    weighted = w is not None
+
     def block(xb, tb, Wb, *rest):
         bb = rest[0] if has_bias else None
+        kwb = dict(kw, weight=rest[1 if has_bias else 0] if weighted else None)
         if not return_grad:
-            return (_F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kw),)
+            return (_F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kwb),)
         scale = rest[-1] if scale_is_arg else g
         # reduction="none" with the scale as grad_output: the per-sample losses (summed here in
         # float64) and the gradient of the global loss, in one pass
         return _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none",
-                                       return_grad=True, grad_output=scale, **kw)
+                                       return_grad=True, grad_output=scale, **kwb)
 
     name = f"fastce-lce-{_token(X.name, t.name, head.name, reduction, return_grad, repr(kw))}"
     parts = _per_block(X, block, *args, ind="n", name=name + "-parts")
     if reduction == "none":
         loss = parts.map_blocks(lambda b: b[0], dtype=dtype, meta=np.empty((0,), dtype))
     else:
-        tot = _block_sum(parts, 0, name + "-sum")
+        tot = _block_sum(parts, 0)
         loss = _finish(tot, denominator, reduction, dtype)
     if not return_grad:
         return loss
