@@ -330,6 +330,11 @@ def test_calls_differing_only_in_weight_or_grad_output_do_not_share_keys(rng, ch
                 fastce.cross_entropy(x, t, weight=w2, reduction=red))
         for got, exp in zip(outs, want):
             np.testing.assert_allclose(got, exp, rtol=1e-12, atol=1e-15)
+        if red == "sum":        # the same call but for the scalar grad_output
+            g1, g2 = compute(fcd.cross_entropy(xd, t, reduction=red, return_grad=True)[1],
+                             fcd.cross_entropy(xd, t, reduction=red, return_grad=True,
+                                               grad_output=0.25)[1])
+            np.testing.assert_allclose(g2, 0.25 * g1, rtol=1e-12)
 
 
 def test_lazy_until_computed(rng):
