@@ -133,8 +133,8 @@ def main(argv=None):
     ap.add_argument("--gib", type=float, default=2.5)
     ap.add_argument("--classes", type=int, default=32768)
     ap.add_argument("--chunk-mib", type=float, default=16.0)
-    ap.add_argument("--malloc-trim", default=str(256 << 20),
-                    help="MALLOC_TRIM_THRESHOLD_ for the workers ('' keeps distributed's 64 KiB)")
+    ap.add_argument("--distributed-malloc", action="store_true",
+                    help="keep distributed's worker malloc settings (trim threshold 64 KiB)")
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--json", help="also write the results here")
     a = ap.parse_args(argv)
@@ -160,22 +160,29 @@ def main(argv=None):
     rows = max(1, int(a.chunk_mib * 2**20 // (4 * C)))
     cases = {
         "batch-chunked": (rows, -1),
-        "vocab-parallel (C/4 per chunk)": (rows * 4, C // 4),
+        "vocab-parallel (C/4 per chunk)": (rows * 2, C // 4),
     }
-    # distributed starts workers with MALLOC_TRIM_THRESHOLD_=64 KiB, so glibc hands every freed
-    # chunk back to the OS and the next chunk's buffers are fresh pages, first-touch faulted --
-    # on this VM that costs as much as the kernel.  A 256 MiB threshold keeps freed chunks for
-    # reuse; memory stays bounded (by the chunks in flight plus that much).
-    environ = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": a.malloc_trim} \
-        if a.malloc_trim else {}
-    print(f"# chunks of ~{a.chunk_mib:g} MiB; workers' MALLOC_TRIM_THRESHOLD_ = "
-          f"{a.malloc_trim or 'distributed default (65536)'}")
-    res["malloc_trim"] = a.malloc_trim
+    # distributed starts workers with MALLOC_TRIM_THRESHOLD_=64 KiB, which also switches off
+    # glibc's adaptive mmap threshold: every chunk-sized buffer is then a fresh mmap, first-touch
+    # page-faulted (on this VM that costs as much as the kernel) and unmapped again.  With the
+    # mmap threshold at its 32 MiB maximum and a 256 MiB trim threshold, freed chunk buffers are
+    # reused; memory stays bounded by the chunks in flight plus the trim threshold.
+    environ = {} if a.distributed_malloc else {
+        "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(256 << 20),
+        "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
+    res["worker_environ"] = environ
+    print(f"# chunks of ~{a.chunk_mib:g} MiB (vocab-parallel: half that, its float64 copy must "
+          f"stay under the mmap threshold); worker malloc: "
+          f"{'distributed defaults' if a.distributed_malloc else environ}")
     with dask.config.set(environ), \
             LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
                          dashboard_address=None, memory_limit="4GiB") as cluster, \
             Client(cluster) as client:
         worker_pids = set(client.run(os.getpid).values())
+        print("# worker environ:", set(client.run(lambda: (os.environ.get("MALLOC_TRIM_THRESHOLD_"),
+                                                         os.environ.get("MALLOC_MMAP_THRESHOLD_"),
+                                                         os.environ.get("OMP_NUM_THREADS"))
+                                             ).values()))
         client.run(lambda: __import__("fastce.dask"))        # imports out of the timing
         idle = PeakRSS(worker_pids)
         idle.sample()
