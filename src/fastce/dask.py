@@ -634,8 +634,8 @@ def _merge(sp: _Spec, st: np.ndarray, tb: Optional[np.ndarray], w: Optional[np.n
 
 
 def _stats_graph(sp: _Spec, name: str) -> da.Array:
-    """Pass 1 and the merge: the per-sample G fields, chunked like the samples, plus a trailing
-    axis of 7 fields."""
+    """Pass 1 and the merge: (the chunks' partials, the per-sample G fields chunked like the
+    samples plus a trailing axis of 7 fields)."""
     cl = sp.ind[sp.ax]
     nf = _n_stats(sp)
     cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
@@ -660,57 +660,90 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
     def merge(stb, tb=None, w=None):
         return _merge(o, stb, tb, w, w_chunk_sums)
 
-    return da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
-                        dtype=F64, token=name + "-merge", concatenate=True,
-                        meta=np.empty((0,) * (len(sp.samples) + 1), F64))
+    G = da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
+                     dtype=F64, token=name + "-merge", concatenate=True,
+                     meta=np.empty((0,) * (len(sp.samples) + 1), F64))
+    return st, G
 
 
-def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, Gb: np.ndarray,
-                scale: Any, wb: Optional[np.ndarray]) -> np.ndarray:
-    """Pass 2: d(loss)/d(logits) for one chunk, from the merged per-sample fields."""
+def _chunk_probs(z: np.ndarray, m_k: np.ndarray, r_k: np.ndarray, Gb: np.ndarray,
+                 ax: int) -> np.ndarray:
+    """p_c = exp(z_c - lse) for one chunk, from fastce's softmax kernel over the chunk:
+
+        p_c = softmax_k(z)_c * exp((m_k - M) + (log1p(r_k) - log S))
+
+    (softmax_k = exp(z - m_k) / (1 + r_k)).  Both brackets are small differences of exact or
+    small numbers, so the rescaling costs ~1 ulp; an all -inf chunk has p = 0 (its local
+    softmax is NaN), and a row with a non-finite max gets NaN through log S."""
+    shift = np.expand_dims(Gb[..., _G_SHIFT], ax)
+    log_s = np.expand_dims(Gb[..., _G_LOGS], ax)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.exp((m_k - shift) + (np.log1p(r_k) - log_s))
+        p = _F.softmax(z, axis=ax, out=z) if z.size else z
+        p *= scale
+        masked = (m_k == -np.inf) & np.isfinite(log_s)    # an all -inf chunk in a finite row
+        if masked.any():
+            p[...] = np.where(masked, 0.0, p)             # (its local softmax is NaN)
+    return p
+
+
+def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, stb: np.ndarray,
+                Gb: np.ndarray, scale: Any, wb: Optional[np.ndarray],
+                bounds: np.ndarray) -> np.ndarray:
+    """Pass 2: d(loss)/d(logits) for one chunk, from the pass-1 partials of its sample block
+    (all chunks', concatenated: `stb`) and the merged per-sample fields."""
     ax, nd = sp.ax, xb.ndim
+    if cls.size == 0:
+        return np.zeros(xb.shape, dtype=sp.result)
+    k = int(np.searchsorted(bounds, cls[0], side="right")) - 1     # this chunk's number
+    f = _fields_last(stb, ax, _n_stats(sp))
+    m_k, r_k = np.expand_dims(f[..., k, 0], ax), np.expand_dims(f[..., k, 1], ax)
 
     def col(i: int) -> np.ndarray:
         return np.expand_dims(Gb[..., i], ax)
 
     z = _capped64(sp.cap, xb)
+    dcap = None
+    if sp.cap:
+        dcap = z / sp.cap
+        np.multiply(dcap, dcap, out=dcap)
+        np.subtract(1.0, dcap, out=dcap)        # d(c tanh(x / c))/dx = 1 - tanh^2
     with np.errstate(invalid="ignore", over="ignore"):
-        p = np.exp((z - col(_G_SHIFT)) - col(_G_LOGS))
+        g = _chunk_probs(z, m_k, r_k, Gb, ax)   # p, in z's memory
         wv = None if wb is None else _class_view(wb, nd, ax)
         if sp.fmt == "index":
-            g = (col(_G_COEF) + col(_G_WY)) * p
+            t = _index_target_block(sp, tb)
+            own, loc = _owned(t, int(cls[0]), cls.size, ax)
+            py = np.take_along_axis(g, loc, axis=ax)
+            g *= col(_G_COEF) + col(_G_WY)
             if sp.eps:
                 g -= (sp.eps / sp.C) * (1.0 if wv is None else wv)
-            if cls.size:
-                own, loc = _owned(_index_target_block(sp, tb), int(cls[0]), cls.size, ax)
-                # at the target: COEF p_y + (1-eps) w_y (p_y - 1) - (eps/C) w_y, with p_y - 1
-                # from the merge (no cancellation when p_y ~ 1)
-                py = np.take_along_axis(p, loc, axis=ax)
-                wyc = (sp.eps / sp.C) * (1.0 if wb is None else wb[loc]) if sp.eps else 0.0
-                gy = col(_G_COEF) * py + col(_G_WY) * col(_G_YM1) - wyc
-                np.put_along_axis(g, loc, np.where(own, gy, np.take_along_axis(g, loc, axis=ax)),
-                                  axis=ax)
-            kept = np.expand_dims(_index_target_block(sp, tb) != sp.ignore, ax)
+            # at the target: COEF p_y + (1-eps) w_y (p_y - 1) - (eps/C) w_y, with p_y - 1 from
+            # the merge (no cancellation when p_y ~ 1)
+            wyc = (sp.eps / sp.C) * (1.0 if wb is None else wb[loc]) if sp.eps else 0.0
+            gy = col(_G_COEF) * py + col(_G_WY) * col(_G_YM1) - wyc
+            np.put_along_axis(g, loc, np.where(own, gy, np.take_along_axis(g, loc, axis=ax)),
+                              axis=ax)
+            kept = np.expand_dims(t != sp.ignore, ax)
         else:
             q = V.probability_target(tb, tb.shape, F64)
             k = (1.0 - sp.eps) * q + sp.eps / sp.C
             if wv is not None:
                 k *= wv
-            g = col(_G_COEF) * p - k
+            g *= col(_G_COEF)
+            g -= k
             kept = None
-        sc = scale if np.ndim(scale) == 0 else np.expand_dims(scale, ax)
-        g *= sc
-        if kept is not None:
+        g *= scale if np.ndim(scale) == 0 else np.expand_dims(scale, ax)
+        if kept is not None and not kept.all():
             g = np.where(kept, g, 0.0)      # ignored samples: exactly 0, even for NaN logits
-        if sp.cap:
-            t = z / sp.cap
-            g *= 1.0 - t * t                # d(c tanh(x / c))/dx
+        if dcap is not None:
+            g *= dcap
     return g.astype(sp.result, copy=False)
 
 
 def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     name = f"fastce-vp-{_token(sp.x.name, sp.t.name, sp.reduction, repr(sp.kernel_kwargs()))}"
-    G = _stats_graph(sp, name)
+    st, G = _stats_graph(sp, name)
     if sp.reduction == "none":
         loss = G[..., _G_LOSS].astype(sp.compute)
         denominator = None
@@ -724,7 +757,10 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
                            _sample_chunks(sp.x.chunks, sp.ax))
     cl = sp.ind[sp.ax]
     cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
-    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, G, sp.s_ind + "Z"]
+    # every chunk's partials of the sample block (a few floats per row and chunk), under an
+    # index of their own: the class axis of `st` is chunked by fields, not by classes
+    st_ind = sp.ind[:sp.ax] + "Y" + sp.ind[sp.ax + 1:]
+    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, st, st_ind, G, sp.s_ind + "Z"]
     if isinstance(g, da.Array):
         args += [g, ""]
     elif gdask is not None:
@@ -735,9 +771,10 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
         args += [da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],)), cl]
 
     o = sp.light()
+    bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
 
-    def grad(xb, tb, cb, Gb, scale, wb=None):
-        return _grad_chunk(o, xb, tb, cb, Gb, scale, wb)
+    def grad(xb, tb, cb, stb, Gb, scale, wb=None):
+        return _grad_chunk(o, xb, tb, cb, stb, Gb, scale, wb, bounds)
 
     gr = da.blockwise(grad, sp.ind, *args, dtype=sp.result, token=name + "-grad",
                       concatenate=True, meta=np.empty((0,) * sp.x.ndim, sp.result))
