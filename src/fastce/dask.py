@@ -256,15 +256,68 @@ def _field(parts: da.Array, i: int, dtype: np.dtype) -> da.Array:
 
 def _block_sum(parts: da.Array, i: int) -> da.Array:
     """The float64 sum over all blocks of the float64 sum of each block's field `i`."""
-    nd = parts.ndim             # (the function must not capture `parts`: see _Spec.light)
+    return _sum_per_block(parts, lambda b: np.sum(b[i], dtype=F64), f"{parts.name}-{i}-sum")
 
-    def one(b: tuple) -> np.ndarray:
-        return np.full((1,) * nd, np.sum(b[i], dtype=F64), dtype=F64)
 
-    ones = tuple((1,) * len(c) for c in parts.chunks)
-    per = parts.map_blocks(one, chunks=ones, dtype=F64, name=f"{parts.name}-{i}-sum",
-                           meta=np.empty((0,) * parts.ndim, dtype=F64))
-    return per.sum(dtype=F64)
+def _sum_per_block(arr: da.Array, fn: Callable[[Any], float], name: str) -> da.Array:
+    """0-d float64: sum over the blocks of `arr` of fn(block).
+
+    fn runs in the task that makes the block (dask fuses it there), and one final task adds
+    the per-block float64 scalars in block order -- no tree of tiny tasks, whose scheduling
+    cost more than the kernels on small clusters."""
+    nd = arr.ndim               # (the functions must not capture `arr`: see _Spec.light)
+
+    def one(b: Any) -> np.ndarray:
+        return np.full((1,) * nd, fn(b), dtype=F64)
+
+    ones = tuple((1,) * len(c) for c in arr.chunks)
+    per = arr.map_blocks(one, chunks=ones, dtype=F64, name=name,
+                         meta=np.empty((0,) * nd, dtype=F64))
+    ind = _indices(nd)
+    return da.blockwise(_sum_all, "", per, ind, dtype=F64, concatenate=True,
+                        name=name + "-total", meta=np.empty((), dtype=F64))
+
+
+def _sum_all(a: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sum(a, dtype=F64))
+
+
+def _pairs_of(arr: da.Array, fn: Callable[[Any], Tuple[float, float]], name: str) -> da.Array:
+    """Per block of `arr`, the float64 pair fn(block) = (sum of losses, denominator share), as
+    a (blocks..., 2) array (fn runs in the task that makes the block: dask fuses it there)."""
+    nd = arr.ndim               # (the functions must not capture `arr`: see _Spec.light)
+
+    def pair(b: Any) -> np.ndarray:
+        return np.asarray(fn(b), dtype=F64).reshape((1,) * nd + (2,))
+
+    return arr.map_blocks(pair, chunks=tuple((1,) * len(c) for c in arr.chunks) + ((2,),),
+                          new_axis=nd, dtype=F64, name=name,
+                          meta=np.empty((0,) * (nd + 1), dtype=F64))
+
+
+def _pair_blocks(func: Callable[..., Tuple[float, float]], ind: str, args: list,
+                 token: str) -> da.Array:
+    """blockwise(func) laid out by the output index `ind`, each block's result the float64
+    pair func(...) = (sum of losses, denominator share): a (blocks..., 2) array."""
+    def wrapped(*blocks: Any) -> np.ndarray:
+        return np.asarray(func(*blocks), dtype=F64).reshape((1,) * len(ind) + (2,))
+
+    return da.blockwise(wrapped, ind + "Z", *args, new_axes={"Z": 2}, token=token,
+                        adjust_chunks={i: 1 for i in ind}, dtype=F64, concatenate=True,
+                        meta=np.empty((0,) * (len(ind) + 1), dtype=F64))
+
+
+def _finish_pairs(pairs: da.Array, reduction: str, dtype: np.dtype) -> da.Array:
+    """The 0-d result from per-block (sum, denominator) pairs, in one task: the global float64
+    sums, divided for "mean", cast once at the very end."""
+    def fin(a: np.ndarray) -> np.ndarray:
+        s, d = np.sum(a.reshape(-1, 2), axis=0, dtype=F64)
+        value = float(s) if reduction == "sum" else _F._ieee_div(float(s), float(d))
+        return np.asarray(value, dtype=dtype)
+
+    ind = _indices(pairs.ndim)
+    return da.blockwise(fin, "", pairs, ind, dtype=dtype, concatenate=True,
+                        name=pairs.name + "-" + reduction, meta=np.empty((), dtype=dtype))
 
 
 def _finish(total: da.Array, denominator: Optional[da.Array], reduction: str,
@@ -394,6 +447,13 @@ def _index_target_block(sp: _Spec, tb: np.ndarray) -> np.ndarray:
     return V.class_index_target(tb, tb.shape, sp.C, sp.ignore, sp.shape)
 
 
+def _block_denominator(sp: _Spec, tb: np.ndarray, w: Optional[np.ndarray]) -> float:
+    """One target block's share of the "mean" denominator."""
+    if sp.fmt == "prob":
+        return float(math.prod(V.sample_shape(tb.shape, sp.ax)))
+    return _F._index_denominator(_index_target_block(sp, tb), w, sp.ignore)
+
+
 def _denominator(sp: _Spec) -> da.Array:
     """The "mean" denominator, lazy 0-d float64: sum of m_n w_{y_n} (from the targets alone,
     without reading the logits) or the number of samples."""
@@ -402,52 +462,70 @@ def _denominator(sp: _Spec) -> da.Array:
     o = sp.light()
 
     def part(tb: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
-        d = _F._index_denominator(_index_target_block(o, tb), w, o.ignore)
-        return np.full((1,) * tb.ndim, d, dtype=F64)
+        return np.full((1,) * tb.ndim, _block_denominator(o, tb, w), dtype=F64)
 
     ti = _indices(sp.t.ndim)
     per = da.blockwise(part, ti, sp.t, ti, *sp.weight_arg(), adjust_chunks={i: 1 for i in ti},
                        dtype=F64, concatenate=True, meta=np.empty((0,) * sp.t.ndim, F64))
-    return per.sum(dtype=F64)
+    return da.blockwise(_sum_all, "", per, ti, dtype=F64, concatenate=True,
+                        meta=np.empty((), dtype=F64))
 
 
 # ============================================================================ batch path
 
 def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
-    """Class axis in one chunk: fastce's kernel per block, float64 sums across blocks."""
+    """Class axis in one chunk: fastce's kernel per block, float64 sums across blocks.
+
+    Every call is the kernel with reduction="none" (each sample's loss, unrounded by a block
+    sum); the gradient, when wanted, comes out of the same call, scaled for the global
+    reduction through grad_output."""
     fn = _F.cross_entropy if sp.kind == "ce" else _F.nll_loss
     kw = sp.kernel_kwargs()
     weighted = kw.pop("weight") is not None
-    denominator = _denominator(sp) if sp.reduction == "mean" else None
+    o = sp.light()
     args: list = [sp.x, sp.ind, sp.t, sp.t_ind, *sp.weight_arg()]
-    g, gdask = (_grad_scale(sp.reduction, grad_output, denominator, sp.samples,
-                            _sample_chunks(sp.x.chunks, sp.ax)) if want_grad else (None, None))
-    if want_grad and sp.reduction == "mean":
-        args += [g, ""]
-    if gdask is not None:
-        args += [gdask, sp.s_ind]
+    name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
 
-    scale_is_arg = want_grad and (sp.reduction == "mean" or gdask is not None)
+    if not want_grad:
+        def losses(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> np.ndarray:
+            return fn(xb, tb, weight=rest[0] if weighted else None, reduction="none", **kw)
+
+        if sp.reduction == "none":
+            return da.blockwise(losses, sp.s_ind, *args, dtype=sp.compute, token=name,
+                                concatenate=True,
+                                meta=np.empty((0,) * len(sp.samples), sp.compute))
+
+        def pair(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> Tuple[float, float]:
+            # the block's (sum, denominator share): one task per block, targets read once
+            w = rest[0] if weighted else None
+            return (np.sum(losses(xb, tb, *rest), dtype=F64),
+                    _block_denominator(o, tb, w) if sp.reduction == "mean" else 0.0)
+
+        return _finish_pairs(_pair_blocks(pair, sp.s_ind, args, name + "-pair"), sp.reduction,
+                             sp.compute)
+
+    # with the gradient, the "mean" denominator is needed before the blocks: from the targets
+    denominator = _denominator(sp) if sp.reduction == "mean" else None
+    g, gdask = _grad_scale(sp.reduction, grad_output, denominator, sp.samples,
+                           _sample_chunks(sp.x.chunks, sp.ax))
+    if isinstance(g, da.Array):
+        args += [g, ""]
+    elif gdask is not None:
+        args += [gdask, sp.s_ind]
+    else:
+        args += [g, None]
 
     def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> tuple:
-        w = rest[0] if weighted else None
-        # reduction="none" hands back every sample's loss; they are summed in float64 here
-        if not want_grad:
-            return (fn(xb, tb, weight=w, reduction="none", **kw),)
-        go = rest[-1] if scale_is_arg else g
-        return fn(xb, tb, weight=w, reduction="none", return_grad=True,
-                  grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
+        go = rest[-1]
+        return fn(xb, tb, weight=rest[0] if weighted else None, reduction="none",
+                  return_grad=True, grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
 
-    name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
-    # one tuple per sample block (the class axis is one chunk, so one block of x)
+    # one (losses, grad) tuple per sample block (the class axis is one chunk: one block of x)
     parts = _per_block(sp.x, block, *args, ind=sp.s_ind, name=name + "-parts")
     if sp.reduction == "none":
         loss = _field(parts, 0, sp.compute)
     else:
-        total = _block_sum(parts, 0)
-        loss = _finish(total, denominator, sp.reduction, sp.compute)
-    if not want_grad:
-        return loss
+        loss = _finish(_block_sum(parts, 0), denominator, sp.reduction, sp.compute)
     grad = parts.map_blocks(operator.getitem, 1, new_axis=sp.ax, chunks=sp.x.chunks,
                             dtype=sp.result, name=f"{parts.name}-grad",
                             meta=np.empty((0,) * sp.x.ndim, sp.result))
@@ -741,15 +819,22 @@ def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, stb:
     return g.astype(sp.result, copy=False)
 
 
+def _G_pair(b: np.ndarray) -> Tuple[float, float]:
+    return np.sum(b[..., _G_LOSS], dtype=F64), np.sum(b[..., _G_DEN], dtype=F64)
+
+
 def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     name = f"fastce-vp-{_token(sp.x.name, sp.t.name, sp.reduction, repr(sp.kernel_kwargs()))}"
     st, G = _stats_graph(sp, name)
     if sp.reduction == "none":
         loss = G[..., _G_LOSS].astype(sp.compute)
         denominator = None
+    elif not want_grad:         # each merge task ends with its block's (sum, denominator)
+        return _finish_pairs(_pairs_of(G, _G_pair, G.name + "-pair"), sp.reduction, sp.compute)
     else:
-        total = G[..., _G_LOSS].sum(dtype=F64)
-        denominator = G[..., _G_DEN].sum(dtype=F64) if sp.reduction == "mean" else None
+        total = _sum_per_block(G, lambda b: np.sum(b[..., _G_LOSS], dtype=F64), G.name + "-sum")
+        denominator = (_sum_per_block(G, lambda b: np.sum(b[..., _G_DEN], dtype=F64),
+                                      G.name + "-den") if sp.reduction == "mean" else None)
         loss = _finish(total, denominator, sp.reduction, sp.compute)
     if not want_grad:
         return loss
@@ -1038,7 +1123,8 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     sp = _Spec("ce", X, t, fmt, w, ignore, reduction, eps, zl, 0.0, 1, Vn, (N,), dtype, dtype,
                (N, Vn))
     args += sp.weight_arg()
-    denominator = _denominator(sp) if reduction == "mean" else None
+    denominator = _denominator(sp) if reduction == "mean" and return_grad else None
+    o = sp.light()
     g, gdask = (_grad_scale(reduction, grad_output, denominator, (N,), (X.chunks[0],))
                 if return_grad else (None, None))
     if return_grad and reduction == "mean":
@@ -1054,7 +1140,12 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
         bb = rest[0] if has_bias else None
         kwb = dict(kw, weight=rest[1 if has_bias else 0] if weighted else None)
         if not return_grad:
-            return (_F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kwb),)
+            per = _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kwb)
+            if reduction == "none":
+                return (per,)
+            # the block's (sum, denominator share), ending the block's task
+            return (np.sum(per, dtype=F64),
+                    _block_denominator(o, tb, kwb["weight"]) if reduction == "mean" else 0.0)
         scale = rest[-1] if scale_is_arg else g
         # reduction="none" with the scale as grad_output: the per-sample losses (summed here in
         # float64) and the gradient of the global loss, in one pass
@@ -1062,12 +1153,13 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
                                        return_grad=True, grad_output=scale, **kwb)
 
     name = f"fastce-lce-{_token(X.name, t.name, head.name, reduction, return_grad, repr(kw))}"
+    if not return_grad and reduction != "none":
+        return _finish_pairs(_pair_blocks(block, "n", args, name + "-pair"), reduction, dtype)
     parts = _per_block(X, block, *args, ind="n", name=name + "-parts")
     if reduction == "none":
         loss = parts.map_blocks(lambda b: b[0], dtype=dtype, meta=np.empty((0,), dtype))
     else:
-        tot = _block_sum(parts, 0)
-        loss = _finish(tot, denominator, reduction, dtype)
+        loss = _finish(_block_sum(parts, 0), denominator, reduction, dtype)
     if not return_grad:
         return loss
     gX = parts.map_blocks(lambda b: b[1], dtype=in_r, chunks=X.chunks, new_axis=1,
