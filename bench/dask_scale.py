@@ -210,6 +210,23 @@ def main(argv=None):
                   f"{min(cpus):.2f} s = {min(cpus) / r['cpu']:.2f}x the call's; peak RSS of all "
                   f"processes {gib(peak)} (workers {gib(peak_w)}); "
                   f"loss {loss:.7g} vs {r['loss']:.7g} ({ulp:.0f} ulp)")
+    # the same graphs on dask's threaded scheduler in this process (2 threads, no workers):
+    # what the task overhead of a process cluster costs on this machine
+    import resource
+    for name, chunks in cases.items():
+        x = fcd.from_npy(xp, chunks=chunks)
+        t = fcd.from_npy(tp, chunks=(x.chunks[0],))
+        times, cpus = [], []
+        for _ in range(a.repeat):
+            s, c = time.perf_counter(), time.process_time()
+            fcd.cross_entropy(x, t).compute(scheduler="threads", num_workers=2)
+            times.append(time.perf_counter() - s)
+            cpus.append(time.process_time() - c)
+        res[name + " [threads]"] = dict(times=times, cpu=cpus)
+        print(f"{name + ' [threads]':31s}: {min(times):.2f} s = {min(times) / r['call']:.2f}x "
+              f"the in-memory call; CPU {min(cpus):.2f} s = {min(cpus) / r['cpu']:.2f}x the "
+              f"call's; peak RSS of this process so far "
+              f"{gib(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)}")
     if a.json:
         with open(a.json, "w") as f:
             json.dump(res, f, indent=1)
