@@ -137,6 +137,27 @@ def test_parity_float32(rng, option, reduction, chunking):
     assert_close(grad, want_grad, dtype=np.float32, kind="grad")
 
 
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_float16_dtypes_and_values(rng, reduction, chunking):
+    """float16 logits: losses and gradients in the in-memory call's dtypes (float32 mean/sum,
+    float16 per-sample losses and gradient), the reduced loss not built from float16-rounded
+    per-sample losses."""
+    x, t, kw = _case(rng, "weight_ignore_smooth", np.float16)
+    ch = CHUNKINGS[chunking]
+    loss, grad = compute(*fcd.cross_entropy(da.from_array(x, chunks=ch), _target_dask(t, ch),
+                                            reduction=reduction, return_grad=True, **kw))
+    want_loss, want_grad = fastce.cross_entropy(x, t, reduction=reduction, return_grad=True,
+                                                **kw)
+    assert np.asarray(loss).dtype == np.asarray(want_loss).dtype
+    assert grad.dtype == want_grad.dtype == np.float16
+    if reduction == "none":
+        assert_close(loss, want_loss, dtype=np.float16, kind="grad")
+    else:
+        assert ulps(loss, want_loss) <= 1
+    assert_close(grad, want_grad, dtype=np.float16, kind="grad")
+
+
 @pytest.mark.parametrize("option", ["plain", "weight_ignore_smooth", "prob_weight_smooth"])
 @pytest.mark.parametrize("reduction", ["mean", "sum"])
 def test_float32_large_within_one_ulp(rng, option, reduction):
@@ -403,6 +424,9 @@ BAD = [
     dict(target="float_per_sample"),
     dict(target="int_probabilities"),
     dict(target="wrong_shape"),
+    dict(target="probabilities", ignore_index=0),     # ignore_index means nothing there
+    dict(target="masked"),
+    dict(input="masked"),
 ]
 
 
@@ -414,7 +438,13 @@ def test_bad_options_raise_like_in_memory(rng, bad):
     t = rng.integers(0, 4, 6)
     kw = dict(bad)
     kind = kw.pop("target", None)
-    if kind == "float_per_sample":
+    if kw.pop("input", None) == "masked":
+        x = np.ma.masked_array(x, mask=x > 1)
+    if kind == "masked":
+        t = np.ma.masked_array(t, mask=t == 0)
+    elif kind == "probabilities":
+        t = np.full((6, 4), 0.25)
+    elif kind == "float_per_sample":
         t = t.astype(np.float64)
     elif kind == "int_probabilities":
         t = np.ones((6, 4), dtype=np.int64)
@@ -423,8 +453,9 @@ def test_bad_options_raise_like_in_memory(rng, bad):
     with pytest.raises(Exception) as want:
         fastce.cross_entropy(x, t, **kw)
     for ch in [(3, 4), (3, 2)]:
+        xd = x if np.ma.isMaskedArray(x) else da.from_array(x, chunks=ch)
         with pytest.raises(type(want.value)) as got:
-            fcd.cross_entropy(da.from_array(x, chunks=ch), t, **kw)
+            fcd.cross_entropy(xd, t, **kw)
         assert str(got.value) == str(want.value)
 
 

@@ -193,10 +193,14 @@ def _token(*parts: Any) -> str:
     return tokenize(*parts)
 
 
-def _as_dask(a: Any) -> da.Array:
+def _as_dask(a: Any, name: str) -> da.Array:
+    """`a` as a dask array; masked arrays are refused as by every fastce entry point (a dask
+    array of masked chunks is recognised by its meta)."""
     if isinstance(a, da.Array):
+        if isinstance(a._meta, np.ma.MaskedArray):
+            V.plain_array(a._meta, name)                    # raises, naming the argument
         return a
-    arr = np.asarray(a)
+    arr = V.plain_array(a, name)
     return da.from_array(arr, chunks=arr.shape or ())
 
 
@@ -221,13 +225,14 @@ def _standin(dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
 
 def _check_target_dtype(t: da.Array, fmt: str, samples: tuple, C: int, ignore: int,
                         shape: tuple) -> None:
-    """Raise _validate's own error now, not when a block is computed, for a target dtype its
-    rules reject (the range of class indices is checked per block, when the data is read)."""
+    """Raise _validate's own error now, not when a block is computed, for a target its rules
+    reject by dtype (or, for probabilities, an explicit ignore_index); the range of class
+    indices is checked per block, when the data is read."""
     st = _standin(t.dtype, t.shape)
     if fmt == "index" and t.dtype.kind not in "iu":
         V.class_index_target(st, samples, C, ignore, shape)      # raises TypeError
-    if fmt == "prob" and t.dtype.kind != "f":
-        V.probability_target(st, shape, F64)                      # raises TypeError
+    if fmt == "prob" and (t.dtype.kind != "f" or ignore != V.DEFAULT_IGNORE_INDEX):
+        V.probability_target(st, shape, F64, ignore)              # raises
 
 
 def _sample_chunks(chunks: tuple, ax: int) -> tuple:
@@ -250,7 +255,8 @@ def _per_block(x: da.Array, func: Callable, *args: Any, ind: str, name: str,
 # share a key.
 
 def _field(parts: da.Array, i: int, dtype: np.dtype) -> da.Array:
-    return parts.map_blocks(operator.getitem, i, dtype=dtype, name=f"{parts.name}-{i}",
+    return parts.map_blocks(lambda b: b[i].astype(dtype, copy=False), dtype=dtype,
+                            name=f"{parts.name}-{i}",
                             meta=np.empty((0,) * parts.ndim, dtype=dtype))
 
 
@@ -347,7 +353,7 @@ def _grad_scale(reduction: str, grad_output: Any, denominator: Optional[da.Array
             return g, None
         return denominator.map_blocks(lambda d: np.asarray(g / d if d != 0 else 0.0, F64),
                                       dtype=F64, meta=np.empty((), F64)), None
-    go = _as_dask(grad_output)
+    go = _as_dask(grad_output, "grad_output")
     V.float_dtypes(go.dtype, "grad_output")
     try:
         np.broadcast_shapes(go.shape, samples)
@@ -423,13 +429,13 @@ def _spec(kind: str, input: Any, target: Any, weight: Any, ignore_index: Any, re
           label_smoothing: Any, axis: Any, z_loss: Any, softcap: Any) -> _Spec:
     # the same rules, in the same order, as functional._class_loss
     reduction, eps, zl, ignore = _F._ce_options(reduction, label_smoothing, z_loss, ignore_index)
-    x = _as_dask(input)
+    x = _as_dask(input, "input")
     compute, result = V.float_dtypes(x.dtype, "input")
     cap = V.softcap(softcap, compute)
     _, C, _, ax = V.split_axis(x.shape, axis, "input")
     samples = V.sample_shape(x.shape, ax)
     w = V.class_weight(_small_numpy(weight), C)
-    t = _as_dask(target)
+    t = _as_dask(target, "target")
     fmt = V.target_format(t, x.shape, samples)
     if fmt == "prob" and kind == "nll":
         raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
@@ -486,19 +492,23 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     args: list = [sp.x, sp.ind, sp.t, sp.t_ind, *sp.weight_arg()]
     name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
 
+    cdt = sp.compute
+
     if not want_grad:
         def losses(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> np.ndarray:
             return fn(xb, tb, weight=rest[0] if weighted else None, reduction="none", **kw)
 
         if sp.reduction == "none":
-            return da.blockwise(losses, sp.s_ind, *args, dtype=sp.compute, token=name,
+            return da.blockwise(losses, sp.s_ind, *args, dtype=sp.result, token=name,
                                 concatenate=True,
-                                meta=np.empty((0,) * len(sp.samples), sp.compute))
+                                meta=np.empty((0,) * len(sp.samples), sp.result))
 
         def pair(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> Tuple[float, float]:
-            # the block's (sum, denominator share): one task per block, targets read once
+            # the block's (sum, denominator share): one task per block, targets read once.
+            # (float16 logits go in as float32, the compute dtype, so that the per-sample
+            # losses come back in float32, not rounded to float16.)
             w = rest[0] if weighted else None
-            return (np.sum(losses(xb, tb, *rest), dtype=F64),
+            return (np.sum(losses(xb.astype(cdt, copy=False), tb, *rest), dtype=F64),
                     _block_denominator(o, tb, w) if sp.reduction == "mean" else 0.0)
 
         return _finish_pairs(_pair_blocks(pair, sp.s_ind, args, name + "-pair"), sp.reduction,
@@ -516,18 +526,22 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
         args += [g, None]
 
     def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> tuple:
+        # in the compute dtype (float32 for float16): per-sample losses unrounded to float16;
+        # the gradient is cast to the result dtype below, as the in-memory call does
         go = rest[-1]
-        return fn(xb, tb, weight=rest[0] if weighted else None, reduction="none",
-                  return_grad=True, grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
+        return fn(xb.astype(cdt, copy=False), tb, weight=rest[0] if weighted else None,
+                  reduction="none", return_grad=True,
+                  grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
 
     # one (losses, grad) tuple per sample block (the class axis is one chunk: one block of x)
     parts = _per_block(sp.x, block, *args, ind=sp.s_ind, name=name + "-parts")
     if sp.reduction == "none":
-        loss = _field(parts, 0, sp.compute)
+        loss = _field(parts, 0, sp.result)
     else:
         loss = _finish(_block_sum(parts, 0), denominator, sp.reduction, sp.compute)
-    grad = parts.map_blocks(operator.getitem, 1, new_axis=sp.ax, chunks=sp.x.chunks,
-                            dtype=sp.result, name=f"{parts.name}-grad",
+    result = sp.result
+    grad = parts.map_blocks(lambda b: b[1].astype(result, copy=False), new_axis=sp.ax,
+                            chunks=sp.x.chunks, dtype=sp.result, name=f"{parts.name}-grad",
                             meta=np.empty((0,) * sp.x.ndim, sp.result))
     return loss, grad
 
@@ -827,7 +841,7 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     name = f"fastce-vp-{_token(sp.x.name, sp.t.name, sp.reduction, repr(sp.kernel_kwargs()))}"
     st, G = _stats_graph(sp, name)
     if sp.reduction == "none":
-        loss = G[..., _G_LOSS].astype(sp.compute)
+        loss = G[..., _G_LOSS].astype(sp.result)     # per-sample: the input's float dtype
         denominator = None
     elif not want_grad:         # each merge task ends with its block's (sum, denominator)
         return _finish_pairs(_pairs_of(G, _G_pair, G.name + "-pair"), sp.reduction, sp.compute)
@@ -943,7 +957,7 @@ def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
     -------
     loss, or (loss, grad) with return_grad=True: lazy dask arrays.
     """
-    chunks = _as_dask(input).chunks
+    chunks = _as_dask(input, "input").chunks
     sp = _spec("nll", input, target, weight, ignore_index, reduction, 0.0, axis, 0.0, None)
     out = _batch_class_loss(sp, return_grad, grad_output)
     if return_grad:
@@ -953,10 +967,11 @@ def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
 
 # ============================================================================ public: row ops
 
-def _row_setup(x: Any, axis: Any) -> Tuple[da.Array, int, np.dtype, np.dtype]:
-    x = _as_dask(x)
-    compute, result = V.float_dtypes(x.dtype, "x")
-    _, _, _, ax = V.split_axis(x.shape, axis, "x")
+def _row_setup(x: Any, axis: Any, name: str) -> Tuple[da.Array, int, np.dtype, np.dtype]:
+    # `name`: what the in-memory function calls its input in messages
+    x = _as_dask(x, name)
+    compute, result = V.float_dtypes(x.dtype, name)
+    _, _, _, ax = V.split_axis(x.shape, axis, name)
     return x, ax, compute, result
 
 
@@ -982,7 +997,7 @@ def _row_lse(x: da.Array, ax: int, name: str) -> da.Array:
                         meta=np.empty((0,) * x.ndim, F64))
 
 
-def logsumexp(x: Any, axis: int = -1) -> da.Array:
+def logsumexp(input: Any, axis: int = -1) -> da.Array:
     """log(sum(exp(x))) along `axis` of a dask array (see :func:`fastce.logsumexp`).
 
     Class-chunked input is merged from per-chunk float64 (max, sum-exp) partials; a class axis
@@ -994,7 +1009,7 @@ def logsumexp(x: Any, axis: int = -1) -> da.Array:
         Lazy, x's shape without `axis`, chunked like x's other axes; -inf for all -inf rows,
         +inf for rows with +inf, NaN for rows with NaN.
     """
-    x, ax, compute, result = _row_setup(x, axis)
+    x, ax, compute, result = _row_setup(input, axis, "input")
     if len(x.chunks[ax]) == 1:
         return x.map_blocks(lambda b: np.asarray(_F.logsumexp(b, axis=ax)), drop_axis=ax,
                             dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
@@ -1004,7 +1019,7 @@ def logsumexp(x: Any, axis: int = -1) -> da.Array:
 
 
 def _row_output(kind: str, x: Any, axis: Any) -> da.Array:
-    x, ax, compute, result = _row_setup(x, axis)
+    x, ax, compute, result = _row_setup(x, axis, "x")
     fn = _F.log_softmax if kind == "log_softmax" else _F.softmax
     if len(x.chunks[ax]) == 1:
         return x.map_blocks(fn, axis=ax, dtype=result, meta=np.empty((0,) * x.ndim, result))
@@ -1023,7 +1038,7 @@ def _row_output(kind: str, x: Any, axis: Any) -> da.Array:
                         token=f"fastce-{kind}-out", meta=np.empty((0,) * x.ndim, result))
 
 
-def log_softmax(x: Any, axis: int = -1) -> da.Array:
+def log_softmax(input: Any, axis: int = -1) -> da.Array:
     """log_softmax along `axis` of a dask array (see :func:`fastce.log_softmax`).
 
     Computed as ``(x - M) - log S`` with M and S merged from per-chunk partials, so the result
@@ -1034,10 +1049,10 @@ def log_softmax(x: Any, axis: int = -1) -> da.Array:
     dask.array.Array
         Lazy, x's shape, chunks and fastce's result dtype.
     """
-    return _row_output("log_softmax", x, axis)
+    return _row_output("log_softmax", input, axis)
 
 
-def softmax(x: Any, axis: int = -1) -> da.Array:
+def softmax(input: Any, axis: int = -1) -> da.Array:
     """softmax along `axis` of a dask array (see :func:`fastce.softmax`): ``exp(log_softmax)``
     on a split class axis.
 
@@ -1046,7 +1061,7 @@ def softmax(x: Any, axis: int = -1) -> da.Array:
     dask.array.Array
         Lazy, x's shape, chunks and fastce's result dtype.
     """
-    return _row_output("softmax", x, axis)
+    return _row_output("softmax", input, axis)
 
 
 # ============================================================================ linear + CE
@@ -1087,7 +1102,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     loss, or (loss, grad_input, grad_linear_weight[, grad_linear_bias]): lazy dask arrays.
     """
     reduction, eps, zl, ignore = _F._ce_options(reduction, label_smoothing, z_loss, ignore_index)
-    X = _as_dask(input)
+    X = _as_dask(input, "input")
     Wm = _small_numpy(linear_weight)
     in_c, in_r = V.float_dtypes(X.dtype, "input")
     w_c, w_r = V.float_dtypes(Wm.dtype, "linear_weight")
@@ -1108,7 +1123,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     w = V.class_weight(_small_numpy(weight), Vn)
     if chunk_size is not None:
         V.positive_int(chunk_size, "chunk_size")
-    t = _as_dask(target)
+    t = _as_dask(target, "target")
     fmt = V.target_format(t, (N, Vn), (N,))
     _check_target_dtype(t, fmt, (N,), Vn, ignore, (N, Vn))
     X = X.rechunk({1: -1})
@@ -1186,16 +1201,16 @@ def _sum_of_blocks(parts: da.Array, i: int, shape: tuple, dtype: np.dtype) -> da
 def _binary_loss(kind: str, input: Any, target: Any, weight: Any, pos_weight: Any,
                  reduction: str) -> da.Array:
     reduction = V.reduction(reduction)
-    x = _as_dask(input)
+    x = _as_dask(input, "input")
     cdt, _ = V.float_dtypes(x.dtype, "input")
-    y = _as_dask(target)
+    y = _as_dask(target, "target")
     V.same_shape(x, y, "input", "target")
     y = y.rechunk(x.chunks)
     ind = _indices(x.ndim)
     args: list = [x, ind, y, ind]
     names = ["x", "y"]
     if weight is not None:
-        wd = _as_dask(weight)
+        wd = _as_dask(weight, "weight")
         V.float_dtypes(wd.dtype, "weight")
         try:
             np.broadcast_shapes(wd.shape, x.shape)
