@@ -44,13 +44,15 @@ probability targets at a confident class (``K p_c - k_c`` with ``p_c ~ 1``) has 
 not relative, error of ~1e-16; the softcapped logits are float64 ``tanh`` (more accurate, so
 different in the last float32 bit).
 
-All results are lazy dask arrays; ``dask.compute(loss, grad)`` evaluates both in one pass over
-the data.  This module imports dask; ``import fastce`` alone never does.
+All results are lazy dask arrays; ``dask.compute(loss, grad)`` evaluates both, reading the
+logits once on the batch path and twice (once per pass) on the vocab-parallel path.  Out of
+core: :func:`from_npy` and ``da.from_zarr``, never ``da.from_array(np.load(path,
+mmap_mode="r"))`` (see docs/dask.md).  This module imports dask; ``import fastce`` alone never
+does.
 """
 from __future__ import annotations
 
 import math
-import operator
 import os
 import string
 from dataclasses import dataclass, replace
@@ -241,8 +243,7 @@ def _sample_chunks(chunks: tuple, ax: int) -> tuple:
 
 # ============================================================================ graph helpers
 
-def _per_block(x: da.Array, func: Callable, *args: Any, ind: str, name: str,
-               **kw: Any) -> da.Array:
+def _per_block(func: Callable, *args: Any, ind: str, name: str, **kw: Any) -> da.Array:
     """Blocks that are Python tuples (several outputs of one kernel call), laid out like the
     output index `ind`.  Take fields out with _field / _block_sum: the tuple task runs once
     however many fields are used (dask does not fuse a layer that several layers read)."""
@@ -534,7 +535,7 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
                   grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
 
     # one (losses, grad) tuple per sample block (the class axis is one chunk: one block of x)
-    parts = _per_block(sp.x, block, *args, ind=sp.s_ind, name=name + "-parts")
+    parts = _per_block(block, *args, ind=sp.s_ind, name=name + "-parts")
     if sp.reduction == "none":
         loss = _field(parts, 0, sp.result)
     else:
@@ -1170,7 +1171,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     name = f"fastce-lce-{_token(X.name, t.name, head.name, reduction, return_grad, repr(kw))}"
     if not return_grad and reduction != "none":
         return _finish_pairs(_pair_blocks(block, "n", args, name + "-pair"), reduction, dtype)
-    parts = _per_block(X, block, *args, ind="n", name=name + "-parts")
+    parts = _per_block(block, *args, ind="n", name=name + "-parts")
     if reduction == "none":
         loss = parts.map_blocks(lambda b: b[0], dtype=dtype, meta=np.empty((0,), dtype))
     else:
