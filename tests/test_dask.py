@@ -459,6 +459,12 @@ def test_bad_options_raise_like_in_memory(rng, bad):
         assert str(got.value) == str(want.value)
 
 
+def test_masked_dask_array_refused(rng):
+    x = da.ma.masked_greater(da.from_array(rng.random((6, 4)), chunks=3), 0.5)
+    with pytest.raises(TypeError, match="input is a numpy.ma.MaskedArray"):
+        fcd.cross_entropy(x, np.zeros(6, dtype=np.int64))
+
+
 def test_target_out_of_range_raises_when_computed(rng):
     x = da.from_array(rng.standard_normal((6, 4)), chunks=(3, 2))
     t = np.array([0, 1, 2, 4, 0, 0])
