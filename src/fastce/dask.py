@@ -179,7 +179,7 @@ def from_npy(path: Union[str, os.PathLike], chunks: Any = "auto") -> da.Array:
     >>> import numpy as np, tempfile, os
     >>> p = os.path.join(tempfile.mkdtemp(), "x.npy")
     >>> np.save(p, np.arange(12.0).reshape(4, 3))
-    >>> from_npy(p, chunks=(2, -1)).sum().compute()
+    >>> float(from_npy(p, chunks=(2, -1)).sum().compute())
     66.0
     """
     src = NpyFile(path)
