@@ -314,11 +314,12 @@ def _pair_blocks(func: Callable[..., Tuple[float, float]], ind: str, args: list,
                         meta=np.empty((0,) * (len(ind) + 1), dtype=F64))
 
 
-def _finish_pairs(pairs: da.Array, reduction: str, dtype: np.dtype) -> da.Array:
-    """The 0-d result from per-block (sum, denominator) pairs, in one task: the global float64
-    sums, divided for "mean", cast once at the very end."""
+def _finish_pairs(pairs: da.Array, reduction: str, dtype: np.dtype,
+                  pair_axis: int = -1) -> da.Array:
+    """The 0-d result from per-block (sum, denominator) pairs along `pair_axis`, in one task:
+    the global float64 sums, divided for "mean", cast once at the very end."""
     def fin(a: np.ndarray) -> np.ndarray:
-        s, d = np.sum(a.reshape(-1, 2), axis=0, dtype=F64)
+        s, d = np.sum(np.moveaxis(a, pair_axis, -1).reshape(-1, 2), axis=0, dtype=F64)
         value = float(s) if reduction == "sum" else _F._ieee_div(float(s), float(d))
         return np.asarray(value, dtype=dtype)
 
@@ -504,16 +505,31 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
                                 concatenate=True,
                                 meta=np.empty((0,) * len(sp.samples), sp.result))
 
-        def pair(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> Tuple[float, float]:
+        ax = sp.ax
+
+        def pair(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> np.ndarray:
             # the block's (sum, denominator share): one task per block, targets read once.
             # (float16 logits go in as float32, the compute dtype, so that the per-sample
             # losses come back in float32, not rounded to float16.)
             w = rest[0] if weighted else None
-            return (np.sum(losses(xb.astype(cdt, copy=False), tb, *rest), dtype=F64),
-                    _block_denominator(o, tb, w) if sp.reduction == "mean" else 0.0)
+            out = np.ones(xb.ndim, dtype=np.intp)
+            out[ax] = 2
+            return np.array([np.sum(losses(xb.astype(cdt, copy=False), tb, *rest), dtype=F64),
+                             _block_denominator(o, tb, w) if sp.reduction == "mean" else 0.0]
+                            ).reshape(out)
 
-        return _finish_pairs(_pair_blocks(pair, sp.s_ind, args, name + "-pair"), sp.reduction,
-                             sp.compute)
+        # The pair sits where the class axis was (one chunk here), so no index is contracted:
+        # dask then fuses the reads of the logits and targets (from_npy, from_zarr) into this
+        # task instead of scheduling them as tasks of their own.
+        cl = sp.ind[sp.ax]
+        pargs = [sp.x, sp.ind, sp.t, sp.t_ind]
+        if weighted:
+            pargs += [da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],),
+                                    name="fastce-weight-" + _token(sp.w)), cl]
+        pairs = da.blockwise(pair, sp.ind, *pargs, token=name + "-pair", dtype=F64,
+                             adjust_chunks={i: (1 if i != cl else 2) for i in sp.ind},
+                             meta=np.empty((0,) * sp.x.ndim, dtype=F64))
+        return _finish_pairs(pairs, sp.reduction, sp.compute, pair_axis=sp.ax)
 
     # with the gradient, the "mean" denominator is needed before the blocks: from the targets
     denominator = _denominator(sp) if sp.reduction == "mean" else None
