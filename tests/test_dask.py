@@ -324,6 +324,10 @@ def test_tasks_do_not_carry_the_data(rng, chunks):
     outs = [*fcd.cross_entropy(xd, td, weight=np.ones(64), label_smoothing=0.1,
                                return_grad=True), fcd.log_softmax(xd), fcd.logsumexp(xd),
             *fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, return_grad=True)]
+    for red in REDUCTIONS:          # the loss-only graphs are built differently
+        outs += [fcd.cross_entropy(xd, td, weight=np.ones(64), reduction=red),
+                 fcd.nll_loss(xd, td, reduction=red),
+                 fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, reduction=red)]
     graph = dict(dask.base.collections_to_expr(outs).__dask_graph__())
     sizes = {k: len(cloudpickle.dumps(v)) for k, v in graph.items()}
     biggest = max(sizes.items(), key=lambda kv: kv[1])

@@ -515,7 +515,7 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
             out = np.ones(xb.ndim, dtype=np.intp)
             out[ax] = 2
             return np.array([np.sum(losses(xb.astype(cdt, copy=False), tb, *rest), dtype=F64),
-                             _block_denominator(o, tb, w) if sp.reduction == "mean" else 0.0]
+                             _block_denominator(o, tb, w) if o.reduction == "mean" else 0.0]
                             ).reshape(out)
 
         # The pair sits where the class axis was (one chunk here), so no index is contracted:
