@@ -325,7 +325,8 @@ def test_tasks_do_not_carry_the_data(rng, chunks):
                                return_grad=True), fcd.log_softmax(xd), fcd.logsumexp(xd),
             *fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, return_grad=True)]
     for red in REDUCTIONS:          # the loss-only graphs are built differently
-        outs += [fcd.cross_entropy(xd, td, weight=np.ones(64), reduction=red),
+        outs += [*fcd.entropy(xd, reduction=red, return_grad=True),
+                 fcd.cross_entropy(xd, td, weight=np.ones(64), reduction=red),
                  fcd.nll_loss(xd, td, reduction=red),
                  fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, reduction=red)]
     graph = dict(dask.base.collections_to_expr(outs).__dask_graph__())
@@ -410,6 +411,40 @@ def test_nll_loss_gradient_keeps_input_chunks(rng):
     want = fastce.nll_loss(lp, t, return_grad=True)
     np.testing.assert_allclose(loss, want[0], rtol=1e-13)
     np.testing.assert_allclose(grad, want[1], rtol=1e-13)
+
+
+# --------------------------------------------------------------------------- entropy
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+def test_entropy_parity(rng, reduction, chunking, dtype):
+    x = make_logits(rng, (N, C), dtype, scale=3.0)
+    x[0, 3] = -np.inf                  # a masked class
+    x[1, :6] = -np.inf                 # a whole class chunk masked (vocab chunkings)
+    x[2] = 0
+    x[2, 5] = 80                       # confident: H ~ 1e-33, kept to full precision
+    go = _grad_output(rng, reduction)
+    ch = CHUNKINGS[chunking]
+    loss, grad = compute(*fcd.entropy(da.from_array(x, chunks=ch), reduction=reduction,
+                                      return_grad=True, grad_output=go))
+    want = fastce.entropy(x, reduction=reduction, return_grad=True, grad_output=go)
+    assert np.asarray(loss).dtype == np.asarray(want[0]).dtype and grad.dtype == want[1].dtype
+    if dtype == np.float64:
+        np.testing.assert_allclose(loss, want[0], rtol=1e-12)
+        np.testing.assert_allclose(grad, want[1], rtol=1e-12, atol=1e-15)
+    else:
+        assert_close(loss, want[0], dtype=np.float32)
+        assert_close(grad, want[1], dtype=np.float32, kind="grad")
+
+
+def test_entropy_special_rows_and_chunks(rng):
+    x = _special_logits()
+    xd = da.from_array(x, chunks=(3, 5))
+    got, = compute(fcd.entropy(xd))
+    np.testing.assert_allclose(got, fastce.entropy(x), rtol=1e-13, equal_nan=True)
+    _, grad = fcd.entropy(xd, return_grad=True, reduction="sum")
+    assert grad.chunks == xd.chunks
 
 
 # --------------------------------------------------------------------------- validation

@@ -72,6 +72,7 @@ __all__ = [
     "softmax",
     "logsumexp",
     "linear_cross_entropy",
+    "entropy",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy",
     "from_npy",
@@ -980,6 +981,140 @@ def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
     if return_grad:
         return out[0], out[1].rechunk(chunks)     # the gradient has the input's chunks
     return out
+
+
+# ============================================================================ entropy
+
+def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad: bool = False,
+            grad_output: Any = 1.0):
+    """Shannon entropy (nats) of softmax(logits) along `axis` (see :func:`fastce.entropy`).
+
+    A class axis in one chunk runs fastce's kernel per block.  A split class axis is merged from
+    per-chunk float64 partials -- (m_k, r_k) as for cross_entropy and
+    ``u_k = sum_c exp(z_c - m_k) (m_k - z_c)`` -- as::
+
+        H = log S + sum_k exp(m_k - M) [u_k + (M - m_k) s_k] / S
+
+    (every term >= 0: a confident row keeps its tiny entropy to full relative precision).  The
+    gradient ``-p_j (log p_j + H)`` keeps the logits' chunks.  Rows with a +inf logit have a
+    NaN gradient throughout on the split path (the kernel gives 0 at the finite classes).
+
+    Returns
+    -------
+    entropy, or (entropy, grad) with return_grad=True: lazy dask arrays ("none": the per-sample
+    shape in the input's float dtype; "mean"/"sum": 0-d in the compute dtype).
+    """
+    from . import divergence as _D
+    reduction = V.reduction(reduction)
+    x = _as_dask(input, "input")
+    compute, result = V.float_dtypes(x.dtype, "input")
+    _, C, _, ax = V.split_axis(x.shape, V.axis_option(axis), "input")
+    samples = V.sample_shape(x.shape, ax)
+    ind = _indices(x.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+    schunks = _sample_chunks(x.chunks, ax)
+    name = "fastce-entropy-" + _token(x.name, ax, reduction, return_grad)
+    if len(x.chunks[ax]) == 1:
+        # one chunk per row: the kernel's per-sample entropies (and gradient) per block
+        def per_block(xb: np.ndarray) -> tuple:
+            return _D.entropy(xb.astype(compute, copy=False), axis=ax, reduction="none",
+                              return_grad=True)
+
+        def values(xb: np.ndarray) -> np.ndarray:
+            return np.asarray(_D.entropy(xb.astype(compute, copy=False), axis=ax,
+                                         reduction="none"), dtype=F64)
+
+        H = da.blockwise(values, s_ind, x, ind, dtype=F64, token=name, concatenate=True,
+                         meta=np.empty((0,) * len(samples), F64))
+        st = G = None
+    else:
+        st, G = _entropy_stats(x, ax, name)
+        H = G[..., 0]
+    if reduction == "none":
+        loss = H.astype(result)
+    else:
+        total = _sum_per_block(H, lambda b: np.sum(b, dtype=F64), H.name + "-sum")
+        n = da.from_array(np.asarray(float(math.prod(samples)), F64))
+        loss = _finish(total, n, reduction, compute)
+    if not return_grad:
+        return loss
+    n_samples = float(math.prod(samples))
+    g, gdask = _grad_scale(reduction, grad_output, da.from_array(np.asarray(n_samples, F64))
+                           if reduction == "mean" else None, samples, schunks)
+    scale_args: list = ([g, ""] if isinstance(g, da.Array) else
+                        [gdask, s_ind] if gdask is not None else [g, None])
+    if G is None:
+        def grad_block(xb: np.ndarray, sc: Any) -> np.ndarray:
+            gb = per_block(xb)[1]
+            sc = sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
+            with np.errstate(invalid="ignore"):
+                return (gb * sc).astype(result, copy=False)
+
+        gr = da.blockwise(grad_block, ind, x, ind, *scale_args, dtype=result,
+                          token=name + "-grad", concatenate=True,
+                          meta=np.empty((0,) * x.ndim, result))
+        return loss, gr
+    st_ind = ind[:ax] + "Y" + ind[ax + 1:]
+    cls = da.arange(C, chunks=(x.chunks[ax],))
+    bounds = np.cumsum((0,) + x.chunks[ax])
+
+    def grad_chunk(xb, cb, stb, Gb, sc):
+        if cb.size == 0:
+            return np.zeros(xb.shape, dtype=result)
+        k = int(np.searchsorted(bounds, cb[0], side="right")) - 1
+        f = _fields_last(stb, ax, 3)
+        m_k, r_k = np.expand_dims(f[..., k, 0], ax), np.expand_dims(f[..., k, 1], ax)
+        z = np.array(xb, dtype=F64)
+        Gp = np.stack([Gb[..., 1], Gb[..., 2]], axis=-1)      # (shift, log S) for _chunk_probs
+        Gfull = np.zeros(Gp.shape[:-1] + (7,))
+        Gfull[..., _G_SHIFT], Gfull[..., _G_LOGS] = Gp[..., 0], Gp[..., 1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            logp = (z - np.expand_dims(Gb[..., 1], ax)) - np.expand_dims(Gb[..., 2], ax)
+            p = _chunk_probs(z, m_k, r_k, Gfull, ax)
+            gch = -p * (logp + np.expand_dims(Gb[..., 0], ax))
+            gch = np.where(p == 0.0, 0.0, gch)          # masked classes: p = 0, no gradient
+            gch *= sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
+        return gch.astype(result, copy=False)
+
+    gr = da.blockwise(grad_chunk, ind, x, ind, cls, ind[ax], st, st_ind, G, s_ind + "Z",
+                      *scale_args, dtype=result, token=name + "-grad", concatenate=True,
+                      meta=np.empty((0,) * x.ndim, result))
+    return loss, gr
+
+
+def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]:
+    """(per-chunk partials [m_k, r_k, u_k], per-sample fields [H, shift, log S])."""
+    ind = _indices(x.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+
+    def stats(xb):
+        z = np.array(xb, dtype=F64)
+        m, r = _max_rest(z, ax)
+        sh, d = _shifted(z, m)
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = np.exp(d)
+            u = -np.where(e == 0.0, 0.0, e * d).sum(axis=ax, keepdims=True)
+        return np.concatenate([m, r, u], axis=ax)
+
+    st = da.blockwise(stats, ind, x, ind, dtype=F64, token=name + "-stats",
+                      adjust_chunks={ind[ax]: 3}, meta=np.empty((0,) * x.ndim, F64))
+
+    def merge(stb):
+        f = _fields_last(stb, ax, 3)
+        m, r, u = f[..., 0], f[..., 1], f[..., 2]
+        shift, log_s, sh_k = _merge_lse(m, r)
+        with np.errstate(invalid="ignore", over="ignore"):
+            log_s = np.where(np.isfinite(log_s), log_s, np.nan)   # non-finite max: NaN
+            w_k = np.where(m == -np.inf, 0.0, np.exp(m - shift[..., None]))
+            s_k = np.where(m == -np.inf, 0.0, 1.0 + r)
+            spread = (w_k * (u + (shift[..., None] - sh_k) * s_k)).sum(axis=-1)
+            H = log_s + spread / np.exp(log_s)
+        return np.stack([H, shift, log_s], axis=-1)
+
+    G = da.blockwise(merge, s_ind + "Z", st, ind, new_axes={"Z": 3}, dtype=F64,
+                     token=name + "-merge", concatenate=True,
+                     meta=np.empty((0,) * x.ndim, F64))
+    return st, G
 
 
 # ============================================================================ public: row ops
