@@ -1,30 +1,62 @@
-"""Dask adapter: fastce's losses on dask arrays chunked along the batch, with exact reductions.
+"""Dask adapter: fastce's losses on chunked dask arrays, vocab-parallel and out of core.
 
 Use it to evaluate a prediction set larger than memory, or on a Dask cluster::
 
     import dask.array as da
     import fastce.dask as fcd
-    logits = da.from_zarr("logits.zarr")        # (N, C), chunked along N
-    target = da.from_zarr("target.zarr")        # (N,)
+    logits = fcd.from_npy("logits.npy", chunks=(65536, -1))   # or da.from_zarr("logits.zarr")
+    target = fcd.from_npy("target.npy", chunks=65536)
     loss = fcd.cross_entropy(logits, target, weight=w).compute()
 
-Every block is evaluated by fastce's kernels.  The class axis must lie in one chunk: it is
-rechunked automatically when it does not (which moves data; chunk it that way up front when you
-can), and the target is rechunked to line up with the input's blocks.  ``"mean"`` and
-``"sum"`` are exact global reductions: each block contributes its ``(sum of losses, sum of
-weights)`` pair in float64 and the mean is ``sum(losses) / sum(weights)`` over all blocks -- the
-same number as one call on the whole array, never a mean of per-block means.
+How the work is split
+---------------------
+*Batch-chunked* logits (the class axis in one chunk): every block goes through fastce's own
+kernels, so each sample's loss and gradient are exactly what the in-memory call computes.
 
-All results are lazy: ``"mean"``/``"sum"`` give a 0-d dask array, ``"none"`` a dask array of the
-per-sample shape (chunked like the input without its class axis); call ``.compute()`` (or
-``dask.compute(...)`` on several) to evaluate.  Gradients are not provided here.
+*Class-chunked* logits (the vocabulary split over several chunks, "vocab-parallel"): no chunk
+ever spans the whole class axis.  Pass 1 reduces each class chunk k of each sample to float64
+partials -- its max ``m_k``, ``r_k = sum exp(z - m_k)`` with the max's own term (exactly 1) left
+out, the target logit if the chunk owns the target, and the weighted sums label smoothing or
+probability targets need.  A merge per sample block combines them exactly::
 
-This module imports dask; ``import fastce`` alone never does.
+    M = max_k m_k,   S - 1 = r_{k*} + sum_{k != k*} (1 + r_k) exp(m_k - M)   (k*: chunk of M)
+    lse = M + log1p(S - 1)
+
+Keeping ``S - 1`` instead of ``S`` is what keeps confident rows accurate (loss ~ 1e-30 where
+``lse - x_y`` would round to 0), as the in-memory kernel does.  Pass 2 (gradients only) reads
+each chunk again and writes ``softmax - target terms`` with the logits' chunks.
+
+Precision
+---------
+Partials are float64 end to end: ``"mean"``/``"sum"`` are one global float64 sum over all blocks
+divided by the global float64 denominator, cast to the compute dtype once at the end (never a
+mean of per-block means, never per-block sums rounded to float32).  Measured against the
+in-memory call (see tests/test_dask.py):
+
+* float64 logits: the batch path agrees to ~1e-15 relative, the vocab-parallel path to 1e-12.
+* float32 logits: the result is within 1 ulp of the in-memory call, but not always the same
+  number.  The batch path adds the kernel's per-sample losses, which fastce's public functions
+  round to float32 before they reach us; the vocab-parallel path computes exp, log and tanh in
+  float64 while the in-memory float32 kernel computes them in float32 (with float64 sums).
+
+Where the vocab-parallel path is less accurate than the in-memory kernel: the gradient of
+probability targets at a confident class (``K p_c - k_c`` with ``p_c ~ 1``) has an absolute,
+not relative, error of ~1e-16; the softcapped logits are float64 ``tanh`` (more accurate, so
+different in the last float32 bit).
+
+All results are lazy dask arrays; ``dask.compute(loss, grad)`` evaluates both, reading the
+logits once on the batch path and twice (once per pass) on the vocab-parallel path.  Out of
+core: :func:`from_npy` and ``da.from_zarr``, never ``da.from_array(np.load(path,
+mmap_mode="r"))`` (see docs/dask.md).  This module imports dask; ``import fastce`` alone never
+does.
 """
 from __future__ import annotations
 
+import math
+import os
 import string
-from typing import Any, Callable, Optional, Tuple
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Optional, Sequence, Tuple, Union
 
 import dask.array as da
 import numpy as np
@@ -36,38 +68,147 @@ from . import functional as _F
 __all__ = [
     "cross_entropy",
     "nll_loss",
+    "log_softmax",
+    "softmax",
+    "logsumexp",
+    "linear_cross_entropy",
+    "entropy",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy",
+    "from_npy",
+    "NpyFile",
 ]
 
-_REDUCTIONS = ("mean", "sum", "none")
+F64 = np.dtype(np.float64)
 
 
-# ============================================================================ helpers
+# ============================================================================ input
+
+class NpyFile:
+    """A ``.npy`` file that reads only the slice asked for (an array-like for ``da.from_array``).
+
+    It holds the path, shape, dtype and data offset only, so a dask graph built on it is a few
+    hundred bytes whatever the file's size.  ``__getitem__`` reads the slice into a fresh
+    C-contiguous array: each contiguous run of the file (a whole block of rows, or one row's
+    part of a class chunk) with one ``os.preadv`` straight into the result; Fortran-ordered
+    files and fancy indices go through ``np.load(mmap_mode="r")``, copied and unmapped again.
+    (``da.from_array(np.load(path, mmap_mode="r"))`` instead puts the memmap itself in the
+    graph, and pickling a memmap for a worker copies the whole file into memory.)
+    """
+
+    def __init__(self, path: Union[str, os.PathLike]):
+        self.path = os.fspath(path)
+        m = np.load(self.path, mmap_mode="r")
+        self.shape: Tuple[int, ...] = tuple(m.shape)
+        self.dtype = m.dtype
+        self.ndim = m.ndim
+        self.offset = int(m.offset)
+        self.fortran = m.ndim > 1 and not m.flags.c_contiguous
+        del m
+
+    def __getitem__(self, index: Any) -> np.ndarray:
+        ranges = self._ranges(index)
+        if ranges is None or not hasattr(os, "preadv"):
+            m = np.load(self.path, mmap_mode="r")
+            try:
+                return np.array(m[index], copy=True, order="C")
+            finally:
+                del m
+        out = np.empty([b - a for a, b in ranges], dtype=self.dtype)
+        if out.size == 0:
+            return out
+        # k: the last axis that is not read whole; axes after it are, so each index of the
+        # axes before it is one contiguous run of the file
+        k = self.ndim - 1
+        while k > 0 and ranges[k] == (0, self.shape[k]):
+            k -= 1
+        strides = [self.dtype.itemsize * math.prod(self.shape[i + 1:]) for i in range(self.ndim)]
+        runs = out.reshape(math.prod(b - a for a, b in ranges[:k]), -1)
+        with open(self.path, "rb", buffering=0) as f:
+            outer = np.ndindex(*[b - a for a, b in ranges[:k]])
+            for row, idx in zip(runs, outer):
+                pos = self.offset + ranges[k][0] * strides[k] + sum(
+                    (ranges[i][0] + j) * strides[i] for i, j in enumerate(idx))
+                _read_exact(f.fileno(), memoryview(row).cast("B"), pos, self.path)
+        return out
+
+    def _ranges(self, index: Any) -> Optional[list]:
+        """[(start, stop)] per axis for a tuple of unit-step slices, else None."""
+        idx = index if isinstance(index, tuple) else (index,)
+        if self.fortran or len(idx) > self.ndim or not all(isinstance(s, slice) for s in idx):
+            return None
+        out = []
+        for s, n in zip(idx + (slice(None),) * (self.ndim - len(idx)), self.shape):
+            a, b, step = s.indices(n)
+            if step != 1:
+                return None
+            out.append((a, max(a, b)))
+        return out
+
+    def __repr__(self) -> str:
+        return f"NpyFile({self.path!r}, shape={self.shape}, dtype={self.dtype})"
+
+
+def _read_exact(fd: int, buf: memoryview, pos: int, path: str) -> None:
+    got = 0
+    while got < len(buf):
+        n = os.preadv(fd, [buf[got:]], pos + got)
+        if n <= 0:
+            raise OSError(f"{path}: file ends before byte {pos + len(buf)} (truncated .npy?)")
+        got += n
+
+
+def from_npy(path: Union[str, os.PathLike], chunks: Any = "auto") -> da.Array:
+    """A dask array reading a ``.npy`` file chunk by chunk, memory-mapped per task.
+
+    Parameters
+    ----------
+    path : str or path-like
+        A ``.npy`` file (``np.save`` output).
+    chunks : dask chunks spec, default "auto"
+        E.g. ``(65536, -1)`` for logits chunked along the batch, ``(65536, 32768)`` for
+        vocab-parallel chunks.
+
+    Returns
+    -------
+    dask.array.Array
+        One task per chunk; each opens the file with ``np.load(mmap_mode="r")``, copies its
+        slice and closes the map, so a worker holds only the chunks it is working on.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile, os
+    >>> p = os.path.join(tempfile.mkdtemp(), "x.npy")
+    >>> np.save(p, np.arange(12.0).reshape(4, 3))
+    >>> float(from_npy(p, chunks=(2, -1)).sum().compute())
+    66.0
+    """
+    src = NpyFile(path)
+    # inline_array: the (tiny) NpyFile is embedded in each task instead of being one more key
+    return da.from_array(src, chunks=chunks, asarray=False, inline_array=True,
+                         name="from-npy-" + _token(src.path, src.shape, str(src.dtype),
+                                                   os.path.getmtime(src.path)),
+                         meta=np.empty((0,) * src.ndim, dtype=src.dtype))
+
+
+def _token(*parts: Any) -> str:
+    from dask.base import tokenize
+    return tokenize(*parts)
+
 
 def _as_dask(a: Any, name: str) -> da.Array:
+    """`a` as a dask array; masked arrays are refused as by every fastce entry point (a dask
+    array of masked chunks is recognised by its meta)."""
     if isinstance(a, da.Array):
+        if isinstance(a._meta, np.ma.MaskedArray):
+            V.plain_array(a._meta, name)                    # raises, naming the argument
         return a
-    arr = np.asarray(a)
+    arr = V.plain_array(a, name)
     return da.from_array(arr, chunks=arr.shape or ())
 
 
-def _compute_dtype(dtype: np.dtype, name: str) -> np.dtype:
-    dtype = np.dtype(dtype)
-    if dtype.kind == "f":
-        return np.dtype(np.float32) if dtype == np.float16 else (
-            dtype if dtype in (np.float32, np.float64) else np.dtype(np.float64))
-    if dtype.kind in "biu":
-        return np.dtype(np.float64)
-    raise TypeError(f"{name} must be a real numeric array; got dtype {dtype}")
-
-
-def _check_reduction(reduction: str) -> str:
-    return V.reduction(reduction)
-
-
 def _small_numpy(a: Any) -> Optional[np.ndarray]:
-    """A small parameter (class weights, pos_weight) as NumPy, computing it if lazy."""
+    """A small parameter (class weights, pos_weight, a head weight) as NumPy."""
     if a is None:
         return None
     if isinstance(a, da.Array):
@@ -79,211 +220,1177 @@ def _indices(ndim: int) -> str:
     return string.ascii_lowercase[:ndim]
 
 
-def _pair_graph(block_fn: Callable[..., Tuple[float, float]], out_ind: str, args: list,
-                token: str) -> da.Array:
-    """Per block of the output index `out_ind`, a float64 (sum, weight) pair; summed exactly.
-
-    Returns a (2,) float64 dask array [sum of losses, sum of weights] over every block.
-    """
-    def wrapped(*blocks: np.ndarray) -> np.ndarray:
-        s, w = block_fn(*blocks)
-        return np.array([s, w], dtype=np.float64).reshape((1,) * len(out_ind) + (2,))
-
-    pairs = da.blockwise(wrapped, out_ind + "Z", *args, new_axes={"Z": 2}, token=token,
-                         adjust_chunks={i: 1 for i in out_ind}, dtype=np.float64,
-                         meta=np.empty((0,) * (len(out_ind) + 1), dtype=np.float64),
-                         concatenate=True)
-    return pairs.sum(axis=tuple(range(len(out_ind))), dtype=np.float64)
+def _standin(dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
+    """A zero-cost array of `dtype` and `shape` (one element broadcast), so that _validate's
+    rules can judge a lazy array's dtype and shape without reading it."""
+    return np.broadcast_to(np.zeros((), dtype=dtype), tuple(shape))
 
 
-def _finish(pair: da.Array, reduction: str, dtype: np.dtype, token: str) -> da.Array:
-    """The lazy 0-d result from the global [sum, weight] pair."""
-    def fin(p: np.ndarray) -> np.ndarray:
+def _check_target_dtype(t: da.Array, fmt: str, samples: tuple, C: int, ignore: int,
+                        shape: tuple) -> None:
+    """Raise _validate's own error now, not when a block is computed, for a target its rules
+    reject by dtype (or, for probabilities, an explicit ignore_index); the range of class
+    indices is checked per block, when the data is read."""
+    st = _standin(t.dtype, t.shape)
+    if fmt == "index" and t.dtype.kind not in "iu":
+        V.class_index_target(st, samples, C, ignore, shape)      # raises TypeError
+    if fmt == "prob" and (t.dtype.kind != "f" or ignore != V.DEFAULT_IGNORE_INDEX):
+        V.probability_target(st, shape, F64, ignore)              # raises
+
+
+def _sample_chunks(chunks: tuple, ax: int) -> tuple:
+    return chunks[:ax] + chunks[ax + 1:]
+
+
+# ============================================================================ graph helpers
+
+def _per_block(func: Callable, *args: Any, ind: str, name: str, **kw: Any) -> da.Array:
+    """Blocks that are Python tuples (several outputs of one kernel call), laid out like the
+    output index `ind`.  Take fields out with _field / _block_sum: the tuple task runs once
+    however many fields are used (dask does not fuse a layer that several layers read)."""
+    return da.blockwise(func, ind, *args, dtype=object, token=name, concatenate=True,
+                        meta=np.empty((0,) * len(ind), dtype=object), **kw)
+
+
+# Layers derived from a tuple layer are named after it: its name tokenizes the task function
+# with everything it captured (weights, grad_output), so two calls that differ only there never
+# share a key.
+
+def _field(parts: da.Array, i: int, dtype: np.dtype) -> da.Array:
+    return parts.map_blocks(lambda b: b[i].astype(dtype, copy=False), dtype=dtype,
+                            name=f"{parts.name}-{i}",
+                            meta=np.empty((0,) * parts.ndim, dtype=dtype))
+
+
+def _block_sum(parts: da.Array, i: int) -> da.Array:
+    """The float64 sum over all blocks of the float64 sum of each block's field `i`."""
+    return _sum_per_block(parts, lambda b: np.sum(b[i], dtype=F64), f"{parts.name}-{i}-sum")
+
+
+def _sum_per_block(arr: da.Array, fn: Callable[[Any], float], name: str) -> da.Array:
+    """0-d float64: sum over the blocks of `arr` of fn(block).
+
+    fn runs in the task that makes the block (dask fuses it there), and one final task adds
+    the per-block float64 scalars in block order -- no tree of tiny tasks, whose scheduling
+    cost more than the kernels on small clusters."""
+    nd = arr.ndim               # (the functions must not capture `arr`: see _Spec.light)
+
+    def one(b: Any) -> np.ndarray:
+        return np.full((1,) * nd, fn(b), dtype=F64)
+
+    ones = tuple((1,) * len(c) for c in arr.chunks)
+    per = arr.map_blocks(one, chunks=ones, dtype=F64, name=name,
+                         meta=np.empty((0,) * nd, dtype=F64))
+    ind = _indices(nd)
+    return da.blockwise(_sum_all, "", per, ind, dtype=F64, concatenate=True,
+                        name=name + "-total", meta=np.empty((), dtype=F64))
+
+
+def _sum_all(a: np.ndarray) -> np.ndarray:
+    return np.asarray(np.sum(a, dtype=F64))
+
+
+def _pairs_of(arr: da.Array, fn: Callable[[Any], Tuple[float, float]], name: str) -> da.Array:
+    """Per block of `arr`, the float64 pair fn(block) = (sum of losses, denominator share), as
+    a (blocks..., 2) array (fn runs in the task that makes the block: dask fuses it there)."""
+    nd = arr.ndim               # (the functions must not capture `arr`: see _Spec.light)
+
+    def pair(b: Any) -> np.ndarray:
+        return np.asarray(fn(b), dtype=F64).reshape((1,) * nd + (2,))
+
+    return arr.map_blocks(pair, chunks=tuple((1,) * len(c) for c in arr.chunks) + ((2,),),
+                          new_axis=nd, dtype=F64, name=name,
+                          meta=np.empty((0,) * (nd + 1), dtype=F64))
+
+
+def _pair_blocks(func: Callable[..., Tuple[float, float]], ind: str, args: list,
+                 token: str) -> da.Array:
+    """blockwise(func) laid out by the output index `ind`, each block's result the float64
+    pair func(...) = (sum of losses, denominator share): a (blocks..., 2) array."""
+    def wrapped(*blocks: Any) -> np.ndarray:
+        return np.asarray(func(*blocks), dtype=F64).reshape((1,) * len(ind) + (2,))
+
+    return da.blockwise(wrapped, ind + "Z", *args, new_axes={"Z": 2}, token=token,
+                        adjust_chunks={i: 1 for i in ind}, dtype=F64, concatenate=True,
+                        meta=np.empty((0,) * (len(ind) + 1), dtype=F64))
+
+
+def _finish_pairs(pairs: da.Array, reduction: str, dtype: np.dtype,
+                  pair_axis: int = -1) -> da.Array:
+    """The 0-d result from per-block (sum, denominator) pairs along `pair_axis`, in one task:
+    the global float64 sums, divided for "mean", cast once at the very end."""
+    def fin(a: np.ndarray) -> np.ndarray:
+        s, d = np.sum(np.moveaxis(a, pair_axis, -1).reshape(-1, 2), axis=0, dtype=F64)
+        value = float(s) if reduction == "sum" else _F._ieee_div(float(s), float(d))
+        return np.asarray(value, dtype=dtype)
+
+    ind = _indices(pairs.ndim)
+    return da.blockwise(fin, "", pairs, ind, dtype=dtype, concatenate=True,
+                        name=pairs.name + "-" + reduction, meta=np.empty((), dtype=dtype))
+
+
+def _finish(total: da.Array, denominator: Optional[da.Array], reduction: str,
+            dtype: np.dtype) -> da.Array:
+    """The 0-d result: the global float64 sum (over the global denominator for "mean"), cast
+    once, at the very end."""
+    if reduction == "sum":
+        return total.map_blocks(lambda s: np.asarray(s, dtype=dtype), dtype=dtype,
+                                meta=np.empty((), dtype=dtype))
+
+    def div(s: np.ndarray, d: np.ndarray) -> np.ndarray:
+        return np.asarray(_F._ieee_div(float(s), float(d)), dtype=dtype)
+
+    return da.map_blocks(div, total, denominator, dtype=dtype, meta=np.empty((), dtype=dtype))
+
+
+def _grad_scale(reduction: str, grad_output: Any, denominator: Optional[da.Array],
+                samples: tuple, sample_chunks: tuple) -> Tuple[Any, Optional[da.Array]]:
+    """(scalar part, per-sample part) of the gradient's scale.
+
+    "sum": grad_output; "mean": grad_output / global denominator (0 when it is 0, as in torch)
+    as a lazy 0-d array; "none": grad_output broadcast to the per-sample shape and chunked like
+    the samples."""
+    if reduction != "none":
+        g = V.grad_output_scalar(grad_output)
         if reduction == "sum":
-            return np.asarray(p[0], dtype=dtype)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            return np.asarray(np.float64(p[0]) / np.float64(p[1]), dtype=dtype)
+            return g, None
+        return denominator.map_blocks(lambda d: np.asarray(g / d if d != 0 else 0.0, F64),
+                                      dtype=F64, meta=np.empty((), F64)), None
+    go = _as_dask(grad_output, "grad_output")
+    V.float_dtypes(go.dtype, "grad_output")
+    try:
+        np.broadcast_shapes(go.shape, samples)
+        ok = np.broadcast_shapes(go.shape, samples) == tuple(samples)
+    except ValueError:
+        ok = False
+    if not ok:
+        V.grad_output_array(_standin(go.dtype, go.shape), samples, F64)   # raises its error
+    return None, da.broadcast_to(go.astype(F64), samples).rechunk(sample_chunks)
 
-    return da.map_blocks(fin, pair.rechunk(2), drop_axis=0, dtype=dtype, token=token,
-                         meta=np.empty((), dtype=dtype))
+
+# ============================================================================ class-axis setup
+
+@dataclass
+class _Spec:
+    """The validated options and the layout of one class-axis call."""
+    kind: str                   # "ce" or "nll"
+    x: da.Array
+    t: da.Array
+    fmt: str                    # "index" or "prob"
+    w: Optional[np.ndarray]     # float64 (C,) or None
+    ignore: int
+    reduction: str
+    eps: float
+    zl: float
+    cap: float                  # 0.0: no softcap
+    ax: int
+    C: int
+    samples: tuple
+    compute: np.dtype           # kernels' dtype, and the loss dtype
+    result: np.dtype            # the gradient's / log_softmax's dtype
+    shape: tuple = ()           # the logits' shape (for error messages)
+
+    def light(self) -> "_Spec":
+        """This spec without the dask arrays and the class weights: what a task's function may
+        capture.  (A closure over the arrays would drag their whole graph -- data included,
+        for arrays made from NumPy -- into every task and into dask's tokenizer; the weights,
+        C floats, reach the tasks as one shared graph key instead: see _weight_arg.)"""
+        return replace(self, x=None, t=None, w=None)
+
+    def weight_arg(self) -> list:
+        """[weights as a one-chunk dask array, its index] for blockwise, or [] without
+        weights: one key that every task reads, sent to each worker once."""
+        if self.w is None:
+            return []
+        return [da.from_array(self.w, chunks=-1, name="fastce-weight-" + _token(self.w)), "W"]
+
+    @property
+    def ind(self) -> str:
+        return _indices(self.x.ndim)
+
+    @property
+    def s_ind(self) -> str:
+        return self.ind[:self.ax] + self.ind[self.ax + 1:]
+
+    @property
+    def t_ind(self) -> str:
+        return self.s_ind if self.fmt == "index" else self.ind
+
+    @property
+    def vocab_parallel(self) -> bool:
+        return len(self.x.chunks[self.ax]) > 1
+
+    def kernel_kwargs(self) -> dict:
+        kw: dict = dict(weight=self.w, ignore_index=self.ignore, axis=self.ax)
+        if self.kind == "ce":
+            kw.update(label_smoothing=self.eps, z_loss=self.zl,
+                      softcap=self.cap if self.cap else None)
+        return kw
 
 
-# ============================================================================ class losses
-
-def _class_loss(kind: str, input: Any, target: Any, weight: Optional[ArrayLike],
-                ignore_index: int, reduction: str, label_smoothing: float, axis: int,
-                extra: dict) -> da.Array:
-    reduction = _check_reduction(reduction)
+def _spec(kind: str, input: Any, target: Any, weight: Any, ignore_index: Any, reduction: Any,
+          label_smoothing: Any, axis: Any, z_loss: Any, softcap: Any) -> _Spec:
+    # the same rules, in the same order, as functional._class_loss
+    reduction, eps, zl, ignore = _F._ce_options(reduction, label_smoothing, z_loss, ignore_index)
     x = _as_dask(input, "input")
-    ax = V.split_axis(x.shape, axis, "input")[3]
-    cdt = _compute_dtype(x.dtype, "input")
-    if len(x.chunks[ax]) > 1:
-        x = x.rechunk({ax: -1})
+    compute, result = V.float_dtypes(x.dtype, "input")
+    cap = V.softcap(softcap, compute)
+    _, C, _, ax = V.split_axis(x.shape, axis, "input")
+    samples = V.sample_shape(x.shape, ax)
+    w = V.class_weight(_small_numpy(weight), C)
     t = _as_dask(target, "target")
-    samples = x.shape[:ax] + x.shape[ax + 1:]
-    if t.shape == samples:
-        fmt = "index"
-        t = t.rechunk(x.chunks[:ax] + x.chunks[ax + 1:])
-    elif t.shape == x.shape:
-        fmt = "prob"
-        t = t.rechunk(x.chunks)
-    else:
-        raise ValueError(
-            f"target shape {t.shape} does not match input shape {x.shape}: class-index targets "
-            f"have the input's shape without the class axis, {samples}; probability targets "
-            f"have the input's shape")
+    fmt = V.target_format(t, x.shape, samples)
     if fmt == "prob" and kind == "nll":
-        raise TypeError(f"nll_loss needs class-index targets of shape {samples}; got a target "
-                        f"of the input's shape {t.shape}")
-    w = _small_numpy(weight)
-    fn = _F.cross_entropy if kind == "ce" else _F.nll_loss
-    kw = dict(weight=w, ignore_index=ignore_index, axis=ax, **extra)
-    if kind == "ce":
-        kw["label_smoothing"] = label_smoothing
+        raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
+                        f"dtype; got a target of the input's shape {tuple(t.shape)}")
+    _check_target_dtype(t, fmt, samples, C, ignore, tuple(x.shape))
+    if kind == "nll" and len(x.chunks[ax]) > 1:
+        x = x.rechunk({ax: -1})     # log-probabilities: one gather per sample, nothing to merge
+    t = t.rechunk(_sample_chunks(x.chunks, ax) if fmt == "index" else x.chunks)
+    return _Spec(kind, x, t, fmt, w, ignore, reduction, eps, zl, cap, ax, C, samples,
+                 compute, result, tuple(x.shape))
 
-    ind = _indices(x.ndim)
-    s_ind = ind[:ax] + ind[ax + 1:]
-    t_ind = s_ind if fmt == "index" else ind
-    args = [x, ind, t, t_ind]
 
-    if reduction == "none":
-        def none_block(xb: np.ndarray, tb: np.ndarray) -> np.ndarray:
-            return fn(xb, tb, reduction="none", **kw)
+def _index_target_block(sp: _Spec, tb: np.ndarray) -> np.ndarray:
+    """A block of class indices checked by _validate (range errors raise here, at compute)."""
+    return V.class_index_target(tb, tb.shape, sp.C, sp.ignore, sp.shape)
 
-        return da.blockwise(none_block, s_ind, *args, dtype=cdt, token=f"fastce-{kind}-none",
-                            meta=np.empty((0,) * len(s_ind), dtype=cdt), concatenate=True)
 
-    w64 = None if w is None else np.asarray(w, dtype=np.float64)
+def _block_denominator(sp: _Spec, tb: np.ndarray, w: Optional[np.ndarray]) -> float:
+    """One target block's share of the "mean" denominator."""
+    if sp.fmt == "prob":
+        return float(math.prod(V.sample_shape(tb.shape, sp.ax)))
+    return _F._index_denominator(_index_target_block(sp, tb), w, sp.ignore)
 
-    def pair_block(xb: np.ndarray, tb: np.ndarray) -> Tuple[float, float]:
-        total = float(fn(xb, tb, reduction="sum", **kw))
-        if fmt == "prob":       # mean over samples
-            return total, float(np.prod(xb.shape[:ax] + xb.shape[ax + 1:], dtype=np.float64))
-        kept = tb != ignore_index
-        if w64 is None:
-            return total, float(np.count_nonzero(kept))
-        return total, float(w64[tb[kept]].sum())
 
-    name = f"fastce-{kind}-{reduction}"
-    return _finish(_pair_graph(pair_block, s_ind, args, name + "-parts"), reduction, cdt, name)
+def _denominator(sp: _Spec) -> da.Array:
+    """The "mean" denominator, lazy 0-d float64: sum of m_n w_{y_n} (from the targets alone,
+    without reading the logits) or the number of samples."""
+    if sp.fmt == "prob":
+        return da.from_array(np.asarray(float(math.prod(sp.samples)), F64))
+    o = sp.light()
 
+    def part(tb: np.ndarray, w: Optional[np.ndarray] = None) -> np.ndarray:
+        return np.full((1,) * tb.ndim, _block_denominator(o, tb, w), dtype=F64)
+
+    ti = _indices(sp.t.ndim)
+    per = da.blockwise(part, ti, sp.t, ti, *sp.weight_arg(), adjust_chunks={i: 1 for i in ti},
+                       dtype=F64, concatenate=True, meta=np.empty((0,) * sp.t.ndim, F64))
+    return da.blockwise(_sum_all, "", per, ti, dtype=F64, concatenate=True,
+                        meta=np.empty((), dtype=F64))
+
+
+# ============================================================================ batch path
+
+def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
+    """Class axis in one chunk: fastce's kernel per block, float64 sums across blocks.
+
+    Every call is the kernel with reduction="none" (each sample's loss, unrounded by a block
+    sum); the gradient, when wanted, comes out of the same call, scaled for the global
+    reduction through grad_output."""
+    fn = _F.cross_entropy if sp.kind == "ce" else _F.nll_loss
+    kw = sp.kernel_kwargs()
+    weighted = kw.pop("weight") is not None
+    o = sp.light()
+    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, *sp.weight_arg()]
+    name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
+
+    cdt = sp.compute
+
+    if not want_grad:
+        def losses(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> np.ndarray:
+            return fn(xb, tb, weight=rest[0] if weighted else None, reduction="none", **kw)
+
+        if sp.reduction == "none":
+            return da.blockwise(losses, sp.s_ind, *args, dtype=sp.result, token=name,
+                                concatenate=True,
+                                meta=np.empty((0,) * len(sp.samples), sp.result))
+
+        ax = sp.ax
+
+        def pair(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> np.ndarray:
+            # the block's (sum, denominator share): one task per block, targets read once.
+            # (float16 logits go in as float32, the compute dtype, so that the per-sample
+            # losses come back in float32, not rounded to float16.)
+            w = rest[0] if weighted else None
+            out = np.ones(xb.ndim, dtype=np.intp)
+            out[ax] = 2
+            return np.array([np.sum(losses(xb.astype(cdt, copy=False), tb, *rest), dtype=F64),
+                             _block_denominator(o, tb, w) if o.reduction == "mean" else 0.0]
+                            ).reshape(out)
+
+        # The pair sits where the class axis was (one chunk here), so no index is contracted:
+        # dask then fuses the reads of the logits and targets (from_npy, from_zarr) into this
+        # task instead of scheduling them as tasks of their own.
+        cl = sp.ind[sp.ax]
+        pargs = [sp.x, sp.ind, sp.t, sp.t_ind]
+        if weighted:
+            pargs += [da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],),
+                                    name="fastce-weight-" + _token(sp.w)), cl]
+        pairs = da.blockwise(pair, sp.ind, *pargs, token=name + "-pair", dtype=F64,
+                             adjust_chunks={i: (1 if i != cl else 2) for i in sp.ind},
+                             meta=np.empty((0,) * sp.x.ndim, dtype=F64))
+        return _finish_pairs(pairs, sp.reduction, sp.compute, pair_axis=sp.ax)
+
+    # with the gradient, the "mean" denominator is needed before the blocks: from the targets
+    denominator = _denominator(sp) if sp.reduction == "mean" else None
+    g, gdask = _grad_scale(sp.reduction, grad_output, denominator, sp.samples,
+                           _sample_chunks(sp.x.chunks, sp.ax))
+    if isinstance(g, da.Array):
+        args += [g, ""]
+    elif gdask is not None:
+        args += [gdask, sp.s_ind]
+    else:
+        args += [g, None]
+
+    def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> tuple:
+        # in the compute dtype (float32 for float16): per-sample losses unrounded to float16;
+        # the gradient is cast to the result dtype below, as the in-memory call does
+        go = rest[-1]
+        return fn(xb.astype(cdt, copy=False), tb, weight=rest[0] if weighted else None,
+                  reduction="none", return_grad=True,
+                  grad_output=float(go) if np.ndim(go) == 0 else go, **kw)
+
+    # one (losses, grad) tuple per sample block (the class axis is one chunk: one block of x)
+    parts = _per_block(block, *args, ind=sp.s_ind, name=name + "-parts")
+    if sp.reduction == "none":
+        loss = _field(parts, 0, sp.result)
+    else:
+        loss = _finish(_block_sum(parts, 0), denominator, sp.reduction, sp.compute)
+    result = sp.result
+    grad = parts.map_blocks(lambda b: b[1].astype(result, copy=False), new_axis=sp.ax,
+                            chunks=sp.x.chunks, dtype=sp.result, name=f"{parts.name}-grad",
+                            meta=np.empty((0,) * sp.x.ndim, sp.result))
+    return loss, grad
+
+
+# ============================================================================ vocab-parallel path
+#
+# Per class chunk (pass 1), fields along the class axis, all float64, per sample:
+#   0  m_k    the chunk's max of the (softcapped) logits
+#   1  r_k    sum exp(z - m_k) over the chunk with the max's own term (exactly 1) left out
+#   index targets:  2  z_y if this chunk owns the target else 0
+#                   3  a_k = sum_c w_c (sh_k - z_c)          (label smoothing only)
+#   prob targets:   2  b_k = sum_c k_c (sh_k - z_c),  3  ksum_k = sum_c k_c,
+#                   with k_c = w_c ((1 - eps) q_c + eps / C)
+# sh_k is m_k where finite, else 0 (an all -inf chunk must not give -inf - -inf = NaN); every
+# term of a_k and b_k is >= 0, so those sums do not cancel.
+#
+# Merged per sample (the G fields, float64):
+_G_LOSS, _G_DEN, _G_SHIFT, _G_LOGS, _G_COEF, _G_YM1, _G_WY = range(7)
+#   LOSS  the sample's loss             DEN   its share of the "mean" denominator
+#   SHIFT M where finite, else 0        LOGS  log S (so lse = SHIFT + LOGS, log p = z-SHIFT-LOGS)
+#   COEF  the p_c coefficient of the gradient other than (1-eps) w_y: (eps/C) W + 2 z lse
+#         (index), K + 2 z lse (prob, K = sum_c k_c)
+#   YM1   p_y - 1 = expm1(z_y - lse), accurate for a confident target (index)
+#   WY    (1 - eps) w_y, or 0 for an ignored sample (index)
+
+
+def _capped64(sp_cap: float, xb: np.ndarray) -> np.ndarray:
+    """The logits in float64 (a private copy), softcapped when asked."""
+    z = np.array(xb, dtype=F64, copy=True)
+    if sp_cap:
+        z /= sp_cap
+        np.tanh(z, out=z)
+        z *= sp_cap
+    return z
+
+
+def _max_rest(z: np.ndarray, ax: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(m, r) of a float64 chunk along `ax`, keepdims: its max and r = sum exp(z - m) over the
+    chunk with the max's own term (exactly 1) left out.
+
+    One fused fastce kernel call computes r: cross-entropy with the chunk's own argmax as the
+    target is ``nll = log1p(r)`` (the kernel's confident-row form, full relative precision), so
+    ``r = expm1(nll)`` to a few ulps -- in float64, and without a NumPy exp pass.  A chunk
+    whose max is not finite gives NaN here; the merge never reads its r (it weighs an all -inf
+    chunk by 0 and returns M itself for an infinite or NaN M)."""
+    kept_shape = z.shape[:ax] + (1,) + z.shape[ax + 1:]
+    if z.shape[ax] == 0:
+        return np.full(kept_shape, -np.inf), np.zeros(kept_shape)
+    top = np.expand_dims(np.argmax(z, axis=ax), ax)
+    m = np.take_along_axis(z, top, axis=ax)
+    with np.errstate(invalid="ignore", over="ignore"):
+        nll = _F.cross_entropy(z, np.squeeze(top, ax), reduction="none", axis=ax)
+        r = np.expm1(np.asarray(nll, dtype=F64)).reshape(kept_shape)
+    return m, r
+
+
+def _shifted(z: np.ndarray, m: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(sh, d): the finite shift (m, or 0 where m is not finite) and d = z - sh, in z's
+    memory."""
+    sh = np.where(np.isfinite(m), m, 0.0)
+    with np.errstate(invalid="ignore"):
+        np.subtract(z, sh, out=z)
+    return sh, z
+
+
+def _weighted_gap(coef: Optional[np.ndarray], d: np.ndarray, ax: int) -> np.ndarray:
+    """sum_c coef_c (sh - z_c) = -sum_c coef_c d_c, with 0 * inf = 0 where coef_c == 0 (a
+    masked class with zero weight contributes nothing)."""
+    with np.errstate(invalid="ignore"):
+        if coef is None:
+            return -d.sum(axis=ax, keepdims=True)
+        return -np.where(coef == 0.0, 0.0, coef * d).sum(axis=ax, keepdims=True)
+
+
+def _class_view(v: np.ndarray, ndim: int, ax: int) -> np.ndarray:
+    """A (Ck,) per-class vector shaped to broadcast along the class axis `ax`."""
+    shape = [1] * ndim
+    shape[ax] = v.shape[0]
+    return v.reshape(shape)
+
+
+def _owned(tb: np.ndarray, c0: int, ck: int, ax: int) -> Tuple[np.ndarray, np.ndarray]:
+    """(mask, local index) of the samples whose target lies in classes [c0, c0 + ck)."""
+    t = np.asarray(tb).astype(np.int64, copy=False)
+    own = (t >= c0) & (t < c0 + ck)
+    return np.expand_dims(own, ax), np.expand_dims(np.where(own, t - c0, 0), ax)
+
+
+def _chunk_stats(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray,
+                 wb: Optional[np.ndarray]) -> np.ndarray:
+    ax, nd = sp.ax, xb.ndim
+    z = _capped64(sp.cap, xb)
+    fields = []
+    if sp.fmt == "index" and cls.size:
+        own, loc = _owned(tb, int(cls[0]), cls.size, ax)
+        zy = np.where(own, np.take_along_axis(z, loc, axis=ax), 0.0)
+    elif sp.fmt == "index":
+        zy = np.zeros(z.shape[:ax] + (1,) + z.shape[ax + 1:])
+    m, r = _max_rest(z, ax)
+    wv = None if wb is None else _class_view(wb, nd, ax)
+    if sp.fmt == "index":
+        fields.append(zy)
+        if sp.eps:
+            fields.append(_weighted_gap(wv, _shifted(z, m)[1], ax))
+    else:
+        q = V.probability_target(tb, tb.shape, F64)
+        k = (1.0 - sp.eps) * q + sp.eps / sp.C
+        if wv is not None:
+            k *= wv
+        fields += [_weighted_gap(k, _shifted(z, m)[1], ax), k.sum(axis=ax, keepdims=True)]
+    return np.concatenate([m, r] + fields, axis=ax)
+
+
+def _n_stats(sp: _Spec) -> int:
+    if sp.fmt == "index":
+        return 3 + (1 if sp.eps else 0)
+    return 4
+
+
+def _merge_lse(m: np.ndarray, r: np.ndarray) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per sample, from the chunks' (m_k, r_k) on the last axis: (shift, log S, per-chunk
+    shifts sh_k).  lse = shift + log S; log S = log1p(S - 1) for a finite max M, else M itself
+    (-inf for an all -inf row, +inf with a +inf logit, NaN with a NaN)."""
+    M = np.max(m, axis=-1)
+    finite = np.isfinite(M)
+    shift = np.where(finite, M, 0.0)
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = np.where(m == -np.inf, 0.0, 1.0 + r) * np.exp(m - shift[..., None])
+    top = np.expand_dims(np.argmax(m, axis=-1), -1)
+    np.put_along_axis(s, top, np.take_along_axis(r, top, axis=-1), axis=-1)   # S - 1
+    with np.errstate(invalid="ignore", divide="ignore"):
+        log_s = np.where(finite, np.log1p(s.sum(axis=-1)), M)
+    return shift, log_s, np.where(np.isfinite(m), m, 0.0)
+
+
+def _fields_last(a: np.ndarray, ax: int, nf: int) -> np.ndarray:
+    """Stats concatenated along the class axis (K chunks x nf fields) -> (..., K, nf)."""
+    a = np.moveaxis(a, ax, -1)
+    return a.reshape(a.shape[:-1] + (a.shape[-1] // nf, nf))
+
+
+def _merge(sp: _Spec, st: np.ndarray, tb: Optional[np.ndarray], w: Optional[np.ndarray],
+           w_chunk_sums: np.ndarray) -> np.ndarray:
+    nf = _n_stats(sp)
+    f = _fields_last(st, sp.ax, nf)
+    shift, log_s, sh_k = _merge_lse(f[..., 0], f[..., 1])
+    # a row whose max is not finite (all -inf, a +inf, a NaN) has no finite log-probability
+    # to offer: NaN loss and gradient, as the in-memory kernel gives
+    log_s = np.where(np.isfinite(log_s), log_s, np.nan)
+    lse = shift + log_s
+    G = np.zeros(shift.shape + (7,), dtype=F64)
+    zc = 2.0 * sp.zl * lse if sp.zl else 0.0
+    zloss = sp.zl * lse * lse if sp.zl else 0.0
+    spread = sp.eps / sp.C if sp.C else 0.0
+    with np.errstate(invalid="ignore", over="ignore"):
+        if sp.fmt == "index":
+            t = _index_target_block(sp, tb)
+            kept = t != sp.ignore
+            ts = np.where(kept, t, 0)
+            wy = np.where(kept, w[ts] if w is not None else 1.0, 0.0)
+            zy = f[..., 2].sum(axis=-1)     # only the owning chunk holds a nonzero z_y
+            nll = (shift - zy) + log_s      # = log1p(S - 1) exactly when z_y is the max
+            per = (1.0 - sp.eps) * wy * nll
+            W = float(w_chunk_sums.sum())
+            if sp.eps:
+                smooth = (f[..., 3] + (shift[..., None] - sh_k) * w_chunk_sums).sum(axis=-1)
+                per = per + spread * (smooth + W * log_s)
+            G[..., _G_LOSS] = np.where(kept, per + zloss, 0.0)
+            G[..., _G_DEN] = wy
+            G[..., _G_COEF] = np.where(kept, spread * W + zc, 0.0)
+            G[..., _G_YM1] = np.expm1((zy - shift) - log_s)
+            G[..., _G_WY] = (1.0 - sp.eps) * wy
+        else:
+            K = f[..., 3].sum(axis=-1)
+            per = (f[..., 2] + (shift[..., None] - sh_k) * f[..., 3]).sum(axis=-1)
+            G[..., _G_LOSS] = per + K * log_s + zloss
+            G[..., _G_DEN] = 1.0
+            G[..., _G_COEF] = K + zc
+    G[..., _G_SHIFT] = shift
+    G[..., _G_LOGS] = log_s
+    return G
+
+
+def _stats_graph(sp: _Spec, name: str) -> da.Array:
+    """Pass 1 and the merge: (the chunks' partials, the per-sample G fields chunked like the
+    samples plus a trailing axis of 7 fields)."""
+    cl = sp.ind[sp.ax]
+    nf = _n_stats(sp)
+    cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
+    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl]
+    wd = None
+    if sp.w is not None:
+        wd = da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],))
+        args += [wd, cl]
+
+    o = sp.light()
+
+    def stats(xb, tb, cb, wb=None):
+        return _chunk_stats(o, xb, tb, cb, wb)
+
+    st = da.blockwise(stats, sp.ind, *args, dtype=F64, token=name + "-stats",
+                      adjust_chunks={cl: nf}, meta=np.empty((0,) * sp.x.ndim, F64))
+    bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
+    w_chunk_sums = np.array([float(sp.w[a:b].sum()) if sp.w is not None else float(b - a)
+                             for a, b in zip(bounds[:-1], bounds[1:])])
+    targs: list = [sp.t, sp.t_ind, *sp.weight_arg()] if sp.fmt == "index" else []
+
+    def merge(stb, tb=None, w=None):
+        return _merge(o, stb, tb, w, w_chunk_sums)
+
+    G = da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
+                     dtype=F64, token=name + "-merge", concatenate=True,
+                     meta=np.empty((0,) * (len(sp.samples) + 1), F64))
+    return st, G
+
+
+def _chunk_probs(z: np.ndarray, m_k: np.ndarray, r_k: np.ndarray, Gb: np.ndarray,
+                 ax: int) -> np.ndarray:
+    """p_c = exp(z_c - lse) for one chunk, from fastce's softmax kernel over the chunk:
+
+        p_c = softmax_k(z)_c * exp((m_k - M) + (log1p(r_k) - log S))
+
+    (softmax_k = exp(z - m_k) / (1 + r_k)).  Both brackets are small differences of exact or
+    small numbers, so the rescaling costs ~1 ulp; an all -inf chunk has p = 0 (its local
+    softmax is NaN), and a row with a non-finite max gets NaN through log S."""
+    shift = np.expand_dims(Gb[..., _G_SHIFT], ax)
+    log_s = np.expand_dims(Gb[..., _G_LOGS], ax)
+    with np.errstate(invalid="ignore", over="ignore"):
+        scale = np.exp((m_k - shift) + (np.log1p(r_k) - log_s))
+        p = _F.softmax(z, axis=ax, out=z) if z.size else z
+        p *= scale
+        masked = (m_k == -np.inf) & np.isfinite(log_s)    # an all -inf chunk in a finite row
+        if masked.any():
+            p[...] = np.where(masked, 0.0, p)             # (its local softmax is NaN)
+    return p
+
+
+def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, stb: np.ndarray,
+                Gb: np.ndarray, scale: Any, wb: Optional[np.ndarray],
+                bounds: np.ndarray) -> np.ndarray:
+    """Pass 2: d(loss)/d(logits) for one chunk, from the pass-1 partials of its sample block
+    (all chunks', concatenated: `stb`) and the merged per-sample fields."""
+    ax, nd = sp.ax, xb.ndim
+    if cls.size == 0:
+        return np.zeros(xb.shape, dtype=sp.result)
+    k = int(np.searchsorted(bounds, cls[0], side="right")) - 1     # this chunk's number
+    f = _fields_last(stb, ax, _n_stats(sp))
+    m_k, r_k = np.expand_dims(f[..., k, 0], ax), np.expand_dims(f[..., k, 1], ax)
+
+    def col(i: int) -> np.ndarray:
+        return np.expand_dims(Gb[..., i], ax)
+
+    z = _capped64(sp.cap, xb)
+    dcap = None
+    if sp.cap:
+        dcap = z / sp.cap
+        np.multiply(dcap, dcap, out=dcap)
+        np.subtract(1.0, dcap, out=dcap)        # d(c tanh(x / c))/dx = 1 - tanh^2
+    with np.errstate(invalid="ignore", over="ignore"):
+        g = _chunk_probs(z, m_k, r_k, Gb, ax)   # p, in z's memory
+        wv = None if wb is None else _class_view(wb, nd, ax)
+        if sp.fmt == "index":
+            t = _index_target_block(sp, tb)
+            own, loc = _owned(t, int(cls[0]), cls.size, ax)
+            py = np.take_along_axis(g, loc, axis=ax)
+            g *= col(_G_COEF) + col(_G_WY)
+            if sp.eps:
+                g -= (sp.eps / sp.C) * (1.0 if wv is None else wv)
+            # at the target: COEF p_y + (1-eps) w_y (p_y - 1) - (eps/C) w_y, with p_y - 1 from
+            # the merge (no cancellation when p_y ~ 1)
+            wyc = (sp.eps / sp.C) * (1.0 if wb is None else wb[loc]) if sp.eps else 0.0
+            gy = col(_G_COEF) * py + col(_G_WY) * col(_G_YM1) - wyc
+            np.put_along_axis(g, loc, np.where(own, gy, np.take_along_axis(g, loc, axis=ax)),
+                              axis=ax)
+            kept = np.expand_dims(t != sp.ignore, ax)
+        else:
+            q = V.probability_target(tb, tb.shape, F64)
+            k = (1.0 - sp.eps) * q + sp.eps / sp.C
+            if wv is not None:
+                k *= wv
+            g *= col(_G_COEF)
+            g -= k
+            kept = None
+        g *= scale if np.ndim(scale) == 0 else np.expand_dims(scale, ax)
+        if kept is not None and not kept.all():
+            g = np.where(kept, g, 0.0)      # ignored samples: exactly 0, even for NaN logits
+        if dcap is not None:
+            g *= dcap
+    return g.astype(sp.result, copy=False)
+
+
+def _G_pair(b: np.ndarray) -> Tuple[float, float]:
+    return np.sum(b[..., _G_LOSS], dtype=F64), np.sum(b[..., _G_DEN], dtype=F64)
+
+
+def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
+    name = f"fastce-vp-{_token(sp.x.name, sp.t.name, sp.reduction, repr(sp.kernel_kwargs()))}"
+    st, G = _stats_graph(sp, name)
+    if sp.reduction == "none":
+        loss = G[..., _G_LOSS].astype(sp.result)     # per-sample: the input's float dtype
+        denominator = None
+    elif not want_grad:         # each merge task ends with its block's (sum, denominator)
+        return _finish_pairs(_pairs_of(G, _G_pair, G.name + "-pair"), sp.reduction, sp.compute)
+    else:
+        total = _sum_per_block(G, lambda b: np.sum(b[..., _G_LOSS], dtype=F64), G.name + "-sum")
+        denominator = (_sum_per_block(G, lambda b: np.sum(b[..., _G_DEN], dtype=F64),
+                                      G.name + "-den") if sp.reduction == "mean" else None)
+        loss = _finish(total, denominator, sp.reduction, sp.compute)
+    if not want_grad:
+        return loss
+    g, gdask = _grad_scale(sp.reduction, grad_output, denominator, sp.samples,
+                           _sample_chunks(sp.x.chunks, sp.ax))
+    cl = sp.ind[sp.ax]
+    cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
+    # every chunk's partials of the sample block (a few floats per row and chunk), under an
+    # index of their own: the class axis of `st` is chunked by fields, not by classes
+    st_ind = sp.ind[:sp.ax] + "Y" + sp.ind[sp.ax + 1:]
+    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, st, st_ind, G, sp.s_ind + "Z"]
+    if isinstance(g, da.Array):
+        args += [g, ""]
+    elif gdask is not None:
+        args += [gdask, sp.s_ind]
+    else:
+        args += [g, None]
+    if sp.w is not None:
+        args += [da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],)), cl]
+
+    o = sp.light()
+    bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
+
+    def grad(xb, tb, cb, stb, Gb, scale, wb=None):
+        return _grad_chunk(o, xb, tb, cb, stb, Gb, scale, wb, bounds)
+
+    gr = da.blockwise(grad, sp.ind, *args, dtype=sp.result, token=name + "-grad",
+                      concatenate=True, meta=np.empty((0,) * sp.x.ndim, sp.result))
+    return loss, gr
+
+
+# ============================================================================ public: class losses
 
 def cross_entropy(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
                   ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0, axis: int = -1, z_loss: float = 0.0,
-                  softcap: Optional[float] = None) -> da.Array:
-    """Cross-entropy of dask-array logits and targets (see :func:`fastce.cross_entropy`).
+                  softcap: Optional[float] = None, return_grad: bool = False,
+                  grad_output: Any = 1.0):
+    """Cross-entropy of dask-array logits (see :func:`fastce.cross_entropy`).
 
     Parameters
     ----------
     input : dask.array.Array or array_like
-        Logits, chunked along the batch; the class axis `axis` is rechunked into one chunk
-        when split.
+        Logits, chunked along the batch axes, the class axis, or both.  Class-chunked logits
+        are evaluated vocab-parallel (see the module docstring): no task ever holds a whole row.
     target : dask.array.Array or array_like
         Integer class indices (the input's shape without `axis`) or float probabilities (the
-        input's shape); rechunked to line up with the input's blocks.
+        input's shape); rechunked to line up with the input's chunks.
     weight : array_like of shape (C,), optional
         Per-class weights (a dask array is computed first: it is small).
-    ignore_index : int, default -100
+    ignore_index, label_smoothing, z_loss, softcap : as in :func:`fastce.cross_entropy`
+        Validated by the same rules (fastce._validate), with the same errors.
     reduction : {"mean", "sum", "none"}, default "mean"
         ``"mean"`` is the exact global weighted mean ``sum_n m_n w_{y_n} l_n / sum_n m_n
-        w_{y_n}`` (the number of samples for probability targets).
-    label_smoothing : float in [0, 1], default 0.0
+        w_{y_n}`` (the number of samples for probability targets), accumulated in float64 over
+        all blocks and cast once.
     axis : int, default -1
         The class axis.
-    z_loss, softcap : float, optional
-        As in :func:`fastce.cross_entropy`.
+    return_grad : bool, default False
+        Also return d(loss)/d(logits) as a lazy dask array with the logits' chunks.
+    grad_output : float or array_like, default 1.0
+        Upstream gradient: a scalar for mean/sum, broadcastable to the per-sample shape for
+        ``"none"`` (may be a dask array).
 
     Returns
     -------
-    dask.array.Array
+    loss : dask.array.Array
         Lazy: 0-d for ``"mean"``/``"sum"``, the per-sample shape for ``"none"``; dtype is
         fastce's compute dtype (float32 for float16 input).
+    grad : dask.array.Array, with return_grad=True
+        The logits' shape and chunks and fastce's gradient dtype.  Compute it together with the
+        loss (``dask.compute(loss, grad)``) to read the logits once on the batch path (twice,
+        once per pass, on the vocab-parallel path).
+
+    Examples
+    --------
+    >>> import dask.array as da, numpy as np
+    >>> x = da.from_array(np.log([[1.0, 1.0, 2.0], [4.0, 2.0, 2.0]]), chunks=(1, 2))
+    >>> round(float(cross_entropy(x, np.array([2, 0])).compute()), 6)   # -log(1/2)
+    0.693147
     """
-    extra: dict = {}
-    if z_loss:
-        extra["z_loss"] = z_loss
-    if softcap is not None:
-        extra["softcap"] = softcap
-    return _class_loss("ce", input, target, weight, ignore_index, reduction, label_smoothing,
-                       axis, extra)
+    sp = _spec("ce", input, target, weight, ignore_index, reduction, label_smoothing, axis,
+               z_loss, softcap)
+    if sp.vocab_parallel:
+        return _vocab_class_loss(sp, return_grad, grad_output)
+    return _batch_class_loss(sp, return_grad, grad_output)
 
 
 def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
-             ignore_index: int = -100, reduction: str = "mean", axis: int = -1) -> da.Array:
+             ignore_index: int = -100, reduction: str = "mean", axis: int = -1,
+             return_grad: bool = False, grad_output: Any = 1.0):
     """Negative log-likelihood of dask-array log-probabilities (see :func:`fastce.nll_loss`).
 
     Parameters
     ----------
     input : dask.array.Array or array_like
-        Log-probabilities, chunked along the batch (the class axis is rechunked into one chunk).
+        Log-probabilities, chunked along the batch.  A split class axis is rechunked into one
+        chunk (NLL only gathers one value per sample; use :func:`cross_entropy` on the logits
+        for vocab-parallel evaluation).
     target : dask.array.Array or array_like
         Integer class indices of the input's shape without `axis`.
-    weight : array_like of shape (C,), optional
-    ignore_index : int, default -100
-    reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` is the exact global weighted mean.
-    axis : int, default -1
+    weight, ignore_index, reduction, axis, return_grad, grad_output
+        As in :func:`cross_entropy`.
+
+    Returns
+    -------
+    loss, or (loss, grad) with return_grad=True: lazy dask arrays.
+    """
+    chunks = _as_dask(input, "input").chunks
+    sp = _spec("nll", input, target, weight, ignore_index, reduction, 0.0, axis, 0.0, None)
+    out = _batch_class_loss(sp, return_grad, grad_output)
+    if return_grad:
+        return out[0], out[1].rechunk(chunks)     # the gradient has the input's chunks
+    return out
+
+
+# ============================================================================ entropy
+
+def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad: bool = False,
+            grad_output: Any = 1.0):
+    """Shannon entropy (nats) of softmax(logits) along `axis` (see :func:`fastce.entropy`).
+
+    A class axis in one chunk runs fastce's kernel per block.  A split class axis is merged from
+    per-chunk float64 partials -- (m_k, r_k) as for cross_entropy and
+    ``u_k = sum_c exp(z_c - m_k) (m_k - z_c)`` -- as::
+
+        H = log S + sum_k exp(m_k - M) [u_k + (M - m_k) s_k] / S
+
+    (every term >= 0: a confident row keeps its tiny entropy to full relative precision).  The
+    gradient ``-p_j (log p_j + H)`` keeps the logits' chunks.  Rows with a +inf logit have a
+    NaN gradient throughout on the split path (the kernel gives 0 at the finite classes).
+
+    Returns
+    -------
+    entropy, or (entropy, grad) with return_grad=True: lazy dask arrays ("none": the per-sample
+    shape in the input's float dtype; "mean"/"sum": 0-d in the compute dtype).
+    """
+    from . import divergence as _D
+    reduction = V.reduction(reduction)
+    x = _as_dask(input, "input")
+    compute, result = V.float_dtypes(x.dtype, "input")
+    _, C, _, ax = V.split_axis(x.shape, V.axis_option(axis), "input")
+    samples = V.sample_shape(x.shape, ax)
+    ind = _indices(x.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+    schunks = _sample_chunks(x.chunks, ax)
+    name = "fastce-entropy-" + _token(x.name, ax, reduction, return_grad)
+    if len(x.chunks[ax]) == 1:
+        # one chunk per row: the kernel's per-sample entropies (and gradient) per block
+        def per_block(xb: np.ndarray) -> tuple:
+            return _D.entropy(xb.astype(compute, copy=False), axis=ax, reduction="none",
+                              return_grad=True)
+
+        def values(xb: np.ndarray) -> np.ndarray:
+            return np.asarray(_D.entropy(xb.astype(compute, copy=False), axis=ax,
+                                         reduction="none"), dtype=F64)
+
+        H = da.blockwise(values, s_ind, x, ind, dtype=F64, token=name, concatenate=True,
+                         meta=np.empty((0,) * len(samples), F64))
+        st = G = None
+    else:
+        st, G = _entropy_stats(x, ax, name)
+        H = G[..., 0]
+    if reduction == "none":
+        loss = H.astype(result)
+    else:
+        total = _sum_per_block(H, lambda b: np.sum(b, dtype=F64), H.name + "-sum")
+        n = da.from_array(np.asarray(float(math.prod(samples)), F64))
+        loss = _finish(total, n, reduction, compute)
+    if not return_grad:
+        return loss
+    n_samples = float(math.prod(samples))
+    g, gdask = _grad_scale(reduction, grad_output, da.from_array(np.asarray(n_samples, F64))
+                           if reduction == "mean" else None, samples, schunks)
+    scale_args: list = ([g, ""] if isinstance(g, da.Array) else
+                        [gdask, s_ind] if gdask is not None else [g, None])
+    if G is None:
+        def grad_block(xb: np.ndarray, sc: Any) -> np.ndarray:
+            gb = per_block(xb)[1]
+            sc = sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
+            with np.errstate(invalid="ignore"):
+                return (gb * sc).astype(result, copy=False)
+
+        gr = da.blockwise(grad_block, ind, x, ind, *scale_args, dtype=result,
+                          token=name + "-grad", concatenate=True,
+                          meta=np.empty((0,) * x.ndim, result))
+        return loss, gr
+    st_ind = ind[:ax] + "Y" + ind[ax + 1:]
+    cls = da.arange(C, chunks=(x.chunks[ax],))
+    bounds = np.cumsum((0,) + x.chunks[ax])
+
+    def grad_chunk(xb, cb, stb, Gb, sc):
+        if cb.size == 0:
+            return np.zeros(xb.shape, dtype=result)
+        k = int(np.searchsorted(bounds, cb[0], side="right")) - 1
+        f = _fields_last(stb, ax, 3)
+        m_k, r_k = np.expand_dims(f[..., k, 0], ax), np.expand_dims(f[..., k, 1], ax)
+        z = np.array(xb, dtype=F64)
+        Gp = np.stack([Gb[..., 1], Gb[..., 2]], axis=-1)      # (shift, log S) for _chunk_probs
+        Gfull = np.zeros(Gp.shape[:-1] + (7,))
+        Gfull[..., _G_SHIFT], Gfull[..., _G_LOGS] = Gp[..., 0], Gp[..., 1]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            logp = (z - np.expand_dims(Gb[..., 1], ax)) - np.expand_dims(Gb[..., 2], ax)
+            p = _chunk_probs(z, m_k, r_k, Gfull, ax)
+            gch = -p * (logp + np.expand_dims(Gb[..., 0], ax))
+            gch = np.where(p == 0.0, 0.0, gch)          # masked classes: p = 0, no gradient
+            gch *= sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
+        return gch.astype(result, copy=False)
+
+    gr = da.blockwise(grad_chunk, ind, x, ind, cls, ind[ax], st, st_ind, G, s_ind + "Z",
+                      *scale_args, dtype=result, token=name + "-grad", concatenate=True,
+                      meta=np.empty((0,) * x.ndim, result))
+    return loss, gr
+
+
+def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]:
+    """(per-chunk partials [m_k, r_k, u_k], per-sample fields [H, shift, log S])."""
+    ind = _indices(x.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+
+    def stats(xb):
+        z = np.array(xb, dtype=F64)
+        m, r = _max_rest(z, ax)
+        sh, d = _shifted(z, m)
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = np.exp(d)
+            u = -np.where(e == 0.0, 0.0, e * d).sum(axis=ax, keepdims=True)
+        return np.concatenate([m, r, u], axis=ax)
+
+    st = da.blockwise(stats, ind, x, ind, dtype=F64, token=name + "-stats",
+                      adjust_chunks={ind[ax]: 3}, meta=np.empty((0,) * x.ndim, F64))
+
+    def merge(stb):
+        f = _fields_last(stb, ax, 3)
+        m, r, u = f[..., 0], f[..., 1], f[..., 2]
+        shift, log_s, sh_k = _merge_lse(m, r)
+        with np.errstate(invalid="ignore", over="ignore"):
+            log_s = np.where(np.isfinite(log_s), log_s, np.nan)   # non-finite max: NaN
+            w_k = np.where(m == -np.inf, 0.0, np.exp(m - shift[..., None]))
+            s_k = np.where(m == -np.inf, 0.0, 1.0 + r)
+            spread = (w_k * (u + (shift[..., None] - sh_k) * s_k)).sum(axis=-1)
+            H = log_s + spread / np.exp(log_s)
+        return np.stack([H, shift, log_s], axis=-1)
+
+    G = da.blockwise(merge, s_ind + "Z", st, ind, new_axes={"Z": 3}, dtype=F64,
+                     token=name + "-merge", concatenate=True,
+                     meta=np.empty((0,) * x.ndim, F64))
+    return st, G
+
+
+# ============================================================================ public: row ops
+
+def _row_setup(x: Any, axis: Any, name: str) -> Tuple[da.Array, int, np.dtype, np.dtype]:
+    # `name`: what the in-memory function calls its input in messages
+    x = _as_dask(x, name)
+    compute, result = V.float_dtypes(x.dtype, name)
+    _, _, _, ax = V.split_axis(x.shape, axis, name)
+    return x, ax, compute, result
+
+
+def _row_lse(x: da.Array, ax: int, name: str) -> da.Array:
+    """Per-sample (shift, log S) of class-chunked x: a trailing axis of 2 fields."""
+    ind = _indices(x.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+    cl = ind[ax]
+
+    def stats(xb):
+        return np.concatenate(_max_rest(np.array(xb, dtype=F64), ax), axis=ax)
+
+    st = da.blockwise(stats, ind, x, ind, dtype=F64, token=name + "-stats",
+                      adjust_chunks={cl: 2}, meta=np.empty((0,) * x.ndim, F64))
+
+    def merge(stb):
+        f = _fields_last(stb, ax, 2)
+        shift, log_s, _ = _merge_lse(f[..., 0], f[..., 1])
+        return np.stack([shift, log_s], axis=-1)
+
+    return da.blockwise(merge, s_ind + "Z", st, ind, new_axes={"Z": 2}, dtype=F64,
+                        token=name + "-merge", concatenate=True,
+                        meta=np.empty((0,) * x.ndim, F64))
+
+
+def logsumexp(input: Any, axis: int = -1) -> da.Array:
+    """log(sum(exp(x))) along `axis` of a dask array (see :func:`fastce.logsumexp`).
+
+    Class-chunked input is merged from per-chunk float64 (max, sum-exp) partials; a class axis
+    in one chunk uses fastce's kernel per block.
 
     Returns
     -------
     dask.array.Array
-        Lazy: 0-d for ``"mean"``/``"sum"``, the per-sample shape for ``"none"``.
+        Lazy, x's shape without `axis`, chunked like x's other axes; -inf for all -inf rows,
+        +inf for rows with +inf, NaN for rows with NaN.
     """
-    return _class_loss("nll", input, target, weight, ignore_index, reduction, 0.0, axis, {})
+    x, ax, compute, result = _row_setup(input, axis, "input")
+    if len(x.chunks[ax]) == 1:
+        return x.map_blocks(lambda b: np.asarray(_F.logsumexp(b, axis=ax)), drop_axis=ax,
+                            dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
+    L = _row_lse(x, ax, "fastce-lse-" + _token(x.name, ax))
+    return L.map_blocks(lambda b: (b[..., 0] + b[..., 1]).astype(result), drop_axis=x.ndim - 1,
+                        dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
+
+
+def _row_output(kind: str, x: Any, axis: Any) -> da.Array:
+    x, ax, compute, result = _row_setup(x, axis, "x")
+    fn = _F.log_softmax if kind == "log_softmax" else _F.softmax
+    if len(x.chunks[ax]) == 1:
+        return x.map_blocks(fn, axis=ax, dtype=result, meta=np.empty((0,) * x.ndim, result))
+    ind = _indices(x.ndim)
+    L = _row_lse(x, ax, f"fastce-{kind}-" + _token(x.name, ax))
+
+    def out(xb, Lb):
+        # a row whose max is not finite is NaN throughout, as fastce.log_softmax gives
+        log_s = np.where(np.isfinite(Lb[..., 1]), Lb[..., 1], np.nan)
+        with np.errstate(invalid="ignore"):
+            y = (np.asarray(xb, F64) - np.expand_dims(Lb[..., 0], ax)) - np.expand_dims(log_s, ax)
+        return (y if kind == "log_softmax" else np.exp(y)).astype(result, copy=False)
+
+    s_ind = ind[:ax] + ind[ax + 1:]
+    return da.blockwise(out, ind, x, ind, L, s_ind + "Z", dtype=result, concatenate=True,
+                        token=f"fastce-{kind}-out", meta=np.empty((0,) * x.ndim, result))
+
+
+def log_softmax(input: Any, axis: int = -1) -> da.Array:
+    """log_softmax along `axis` of a dask array (see :func:`fastce.log_softmax`).
+
+    Computed as ``(x - M) - log S`` with M and S merged from per-chunk partials, so the result
+    keeps x's chunks, also along a split class axis.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, x's shape, chunks and fastce's result dtype.
+    """
+    return _row_output("log_softmax", input, axis)
+
+
+def softmax(input: Any, axis: int = -1) -> da.Array:
+    """softmax along `axis` of a dask array (see :func:`fastce.softmax`): ``exp(log_softmax)``
+    on a split class axis.
+
+    Returns
+    -------
+    dask.array.Array
+        Lazy, x's shape, chunks and fastce's result dtype.
+    """
+    return _row_output("softmax", input, axis)
+
+
+# ============================================================================ linear + CE
+
+def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
+                         linear_bias: Optional[ArrayLike] = None,
+                         weight: Optional[ArrayLike] = None, ignore_index: int = -100,
+                         reduction: str = "mean", label_smoothing: float = 0.0,
+                         z_loss: float = 0.0, softcap: Optional[float] = None,
+                         chunk_size: Optional[int] = None, return_grad: bool = False,
+                         grad_output: Any = 1.0):
+    """Cross-entropy of ``input @ linear_weight.T + linear_bias`` for hidden states chunked along
+    the batch (see :func:`fastce.linear_cross_entropy`).
+
+    Each block of rows runs fastce's fused, chunked kernel against the shared head weight, so a
+    worker holds one block of hidden states, the head, and ``chunk_size`` rows of logits --
+    never the (N, V) logits.
+
+    Parameters
+    ----------
+    input : dask.array.Array or array_like, shape (N, D)
+        Hidden states; chunked along N (a split D axis is rechunked into one chunk).
+    linear_weight : array_like, shape (V, D)
+        The head, shared by every block (a dask array is computed first).  Sent to each worker
+        once, as one graph key.
+    target : dask.array.Array or array_like
+        Class indices (N,) or probabilities (N, V); rechunked to the input's row chunks.
+    linear_bias, weight, ignore_index, reduction, label_smoothing, z_loss, softcap, chunk_size
+        As in :func:`fastce.linear_cross_entropy`.
+    return_grad : bool
+        Also return (grad_input, grad_linear_weight[, grad_linear_bias]): grad_input lazy with
+        the input's chunks, the others lazy sums over the blocks (float64, cast at the end).
+    grad_output : float or array_like
+        Scalar for mean/sum; broadcastable to (N,) for "none".
+
+    Returns
+    -------
+    loss, or (loss, grad_input, grad_linear_weight[, grad_linear_bias]): lazy dask arrays.
+    """
+    reduction, eps, zl, ignore = _F._ce_options(reduction, label_smoothing, z_loss, ignore_index)
+    X = _as_dask(input, "input")
+    Wm = _small_numpy(linear_weight)
+    in_c, in_r = V.float_dtypes(X.dtype, "input")
+    w_c, w_r = V.float_dtypes(Wm.dtype, "linear_weight")
+    dtype = np.promote_types(in_c, w_c)
+    V.softcap(softcap, dtype)
+    if Wm.ndim != 2:
+        raise ValueError(f"linear_weight must have shape (V, D); got {tuple(Wm.shape)}")
+    if X.ndim != 2 or X.shape[1] != Wm.shape[1]:
+        raise ValueError(f"input shape {tuple(X.shape)} does not match linear_weight shape "
+                         f"{tuple(Wm.shape)}: expected (N, {Wm.shape[1]}) (fastce.dask takes "
+                         f"2-D hidden states)")
+    N, Vn = X.shape[0], Wm.shape[0]
+    bias = _small_numpy(linear_bias)
+    if bias is not None:
+        b_r = V.float_dtypes(bias.dtype, "linear_bias")[1]
+        if bias.shape != (Vn,):
+            raise ValueError(f"linear_bias must have shape ({Vn},); got {tuple(bias.shape)}")
+    w = V.class_weight(_small_numpy(weight), Vn)
+    if chunk_size is not None:
+        V.positive_int(chunk_size, "chunk_size")
+    t = _as_dask(target, "target")
+    fmt = V.target_format(t, (N, Vn), (N,))
+    _check_target_dtype(t, fmt, (N,), Vn, ignore, (N, Vn))
+    X = X.rechunk({1: -1})
+    t = t.rechunk((X.chunks[0],) if fmt == "index" else (X.chunks[0], (Vn,)))
+    head = da.from_array(Wm, chunks=Wm.shape, name="fastce-head-" + _token(Wm))
+    args: list = [X, "nd", t, "n" if fmt == "index" else "nv", head, "vd"]
+    if bias is not None:
+        args += [da.from_array(bias, chunks=bias.shape), "v"]
+    kw = dict(ignore_index=ignore, label_smoothing=eps, z_loss=zl, softcap=softcap,
+              chunk_size=chunk_size)
+
+    sp = _Spec("ce", X, t, fmt, w, ignore, reduction, eps, zl, 0.0, 1, Vn, (N,), dtype, dtype,
+               (N, Vn))
+    args += sp.weight_arg()
+    denominator = _denominator(sp) if reduction == "mean" and return_grad else None
+    o = sp.light()
+    g, gdask = (_grad_scale(reduction, grad_output, denominator, (N,), (X.chunks[0],))
+                if return_grad else (None, None))
+    if return_grad and reduction == "mean":
+        args += [g, ""]
+    if gdask is not None:
+        args += [gdask, "n"]
+    has_bias = bias is not None
+    scale_is_arg = return_grad and (gdask is not None or reduction == "mean")
+
+    weighted = w is not None
+
+    def block(xb, tb, Wb, *rest):
+        bb = rest[0] if has_bias else None
+        kwb = dict(kw, weight=rest[1 if has_bias else 0] if weighted else None)
+        if not return_grad:
+            per = _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kwb)
+            if reduction == "none":
+                return (per,)
+            # the block's (sum, denominator share), ending the block's task
+            return (np.sum(per, dtype=F64),
+                    _block_denominator(o, tb, kwb["weight"]) if reduction == "mean" else 0.0)
+        scale = rest[-1] if scale_is_arg else g
+        # reduction="none" with the scale as grad_output: the per-sample losses (summed here in
+        # float64) and the gradient of the global loss, in one pass
+        return _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none",
+                                       return_grad=True, grad_output=scale, **kwb)
+
+    name = f"fastce-lce-{_token(X.name, t.name, head.name, reduction, return_grad, repr(kw))}"
+    if not return_grad and reduction != "none":
+        return _finish_pairs(_pair_blocks(block, "n", args, name + "-pair"), reduction, dtype)
+    parts = _per_block(block, *args, ind="n", name=name + "-parts")
+    if reduction == "none":
+        loss = parts.map_blocks(lambda b: b[0], dtype=dtype, meta=np.empty((0,), dtype))
+    else:
+        loss = _finish(_block_sum(parts, 0), denominator, reduction, dtype)
+    if not return_grad:
+        return loss
+    gX = parts.map_blocks(lambda b: b[1], dtype=in_r, chunks=X.chunks, new_axis=1,
+                          meta=np.empty((0, 0), in_r))
+    outs = [loss, gX, _sum_of_blocks(parts, 2, (Vn, Wm.shape[1]), w_r)]
+    if has_bias:
+        outs.append(_sum_of_blocks(parts, 3, (Vn,), b_r))
+    return tuple(outs)
+
+
+def _sum_of_blocks(parts: da.Array, i: int, shape: tuple, dtype: np.dtype) -> da.Array:
+    """sum over row blocks of an array field of each block's tuple, in float64, cast at the
+    end (the head's gradient: every block contributes a full (V, D) term)."""
+    nb = len(parts.chunks[0])
+    per = parts.map_blocks(lambda b: np.asarray(b[i], dtype=F64)[None],
+                           chunks=((1,) * nb,) + tuple((s,) for s in shape),
+                           new_axis=list(range(1, len(shape) + 1)), dtype=F64,
+                           meta=np.empty((0,) * (len(shape) + 1), F64))
+    return per.sum(axis=0, dtype=F64).astype(dtype)
 
 
 # ============================================================================ binary losses
 
 def _binary_loss(kind: str, input: Any, target: Any, weight: Any, pos_weight: Any,
                  reduction: str) -> da.Array:
-    reduction = _check_reduction(reduction)
+    reduction = V.reduction(reduction)
     x = _as_dask(input, "input")
-    cdt = _compute_dtype(x.dtype, "input")
+    cdt, _ = V.float_dtypes(x.dtype, "input")
     y = _as_dask(target, "target")
-    if y.shape != x.shape:
-        raise ValueError(f"target shape {y.shape} does not match input shape {x.shape}")
+    V.same_shape(x, y, "input", "target")
     y = y.rechunk(x.chunks)
     ind = _indices(x.ndim)
     args: list = [x, ind, y, ind]
     names = ["x", "y"]
     if weight is not None:
         wd = _as_dask(weight, "weight")
+        V.float_dtypes(wd.dtype, "weight")
         try:
-            wd = da.broadcast_to(wd, x.shape)
+            np.broadcast_shapes(wd.shape, x.shape)
         except ValueError:
-            raise ValueError(f"weight shape {wd.shape} does not broadcast to input shape "
-                             f"{x.shape}") from None
-        args += [wd.rechunk(x.chunks), ind]
+            V.broadcast_weight(_standin(wd.dtype, wd.shape), x.shape, cdt)   # raises
+        args += [da.broadcast_to(wd, x.shape).rechunk(x.chunks), ind]
         names.append("weight")
     if pos_weight is not None:
-        pw = _small_numpy(pos_weight)
-        K = x.shape[-1] if x.ndim else 1
-        if pw.ndim > max(x.ndim, 1) or any(d != 1 for d in pw.shape[:-1]) or (
-                pw.ndim and pw.shape[-1] not in (1, K)):
-            raise ValueError(f"pos_weight must broadcast along the last axis of the input: "
-                             f"shape {pw.shape} given, input shape {x.shape} (expected ({K},))")
-        pw_full = np.broadcast_to(pw.reshape(-1), (K,))
+        pw = V.pos_weight(_small_numpy(pos_weight), x.shape, cdt)
         if x.ndim:
-            args += [da.from_array(np.ascontiguousarray(pw_full), chunks=(x.chunks[-1],)),
-                     ind[-1]]
+            args += [da.from_array(np.ascontiguousarray(pw), chunks=(x.chunks[-1],)), ind[-1]]
         else:
-            args += [pw_full, None]
+            args += [pw, None]
         names.append("pos_weight")
     fn = _F.binary_cross_entropy_with_logits if kind == "logits" else _F.binary_cross_entropy
 
-    def call(blocks: tuple, red: str) -> Any:
+    def call(*blocks: np.ndarray) -> np.ndarray:
         kw = dict(zip(names[2:], blocks[2:]))
-        return fn(blocks[0], blocks[1], reduction=red, **kw)
+        return fn(blocks[0], blocks[1], reduction="none", **kw)
 
+    token = f"fastce-bce-{kind}-{_token(x.name, y.name, reduction)}"
+    per = da.blockwise(call, ind, *args, dtype=cdt, token=token,
+                       meta=np.empty((0,) * x.ndim, dtype=cdt))
     if reduction == "none":
-        return da.blockwise(lambda *b: call(b, "none"), ind, *args, dtype=cdt,
-                            token=f"fastce-{kind}-none",
-                            meta=np.empty((0,) * x.ndim, dtype=cdt))
-    name = f"fastce-bce-{kind}-{reduction}"
-    parts = _pair_graph(lambda *b: (float(call(b, "sum")), float(b[0].size)), ind, args,
-                        name + "-parts")
-    return _finish(parts, reduction, cdt, name)
+        return per
+    total = per.sum(dtype=F64)      # float64 over every element, cast once at the end
+    n = da.from_array(np.asarray(float(math.prod(x.shape)), F64))
+    return _finish(total, n, reduction, cdt)
 
 
 def binary_cross_entropy_with_logits(input: Any, target: Any, *, weight: Any = None,
@@ -303,7 +1410,7 @@ def binary_cross_entropy_with_logits(input: Any, target: Any, *, weight: Any = N
     pos_weight : array_like, optional
         Broadcast along the last axis (shape (K,) or (1,)).
     reduction : {"mean", "sum", "none"}, default "mean"
-        ``"mean"`` divides the global sum by the number of elements.
+        ``"mean"`` divides the global float64 sum by the number of elements.
 
     Returns
     -------
