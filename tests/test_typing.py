@@ -22,7 +22,7 @@ ROOT = os.path.dirname(HERE)
 CONFIG = os.path.join(ROOT, "pyproject.toml")
 TYPING = os.path.join(HERE, "typing")
 STUBBED = ["fastce._ce", "fastce._softmax", "fastce._binary", "fastce._threads",
-           "fastce._fastpath", "fastce._validate"]
+           "fastce._fastpath", "fastce._div", "fastce._validate"]
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +49,8 @@ def mypy_run(tmp_path_factory):
 def _modules():
     """fastce's modules; the adapters only where their library is installed."""
     mods = ["fastce", "fastce.functional", "fastce.losses", "fastce._validate",
-            "fastce._parallel", "fastce._threads", "fastce._fastpath", "fastce.__main__"]
+            "fastce._parallel", "fastce._threads", "fastce._fastpath", "fastce.divergence",
+            "fastce._div", "fastce.__main__"]
     if importlib.util.find_spec("torch") is not None:
         mods.append("fastce.torch")
     if importlib.util.find_spec("dask") is not None:

@@ -67,7 +67,7 @@ ls "$WORK"/unzipped/fastce.libs/libgomp*.so* >/dev/null 2>&1 || fail "libgomp is
 for so in "$WORK"/unzipped/fastce/*.so "$WORK"/unzipped/fastce.libs/*.so*; do
     if readelf -S "$so" | grep -q "\.debug_"; then fail "$(basename "$so") still has debug info"; fi
 done
-for stub in py.typed _threads.pyi _ce.pyi _softmax.pyi _binary.pyi _fastpath.pyi _validate.pyi; do
+for stub in py.typed _threads.pyi _ce.pyi _softmax.pyi _binary.pyi _fastpath.pyi _div.pyi _validate.pyi; do
     [[ -e "$WORK/unzipped/fastce/$stub" ]] || fail "wheel lacks fastce/$stub"
 done
 say "checks: manylinux tag, libgomp vendored, no debug info, stubs shipped"
