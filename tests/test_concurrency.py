@@ -153,9 +153,9 @@ def test_bitwise_identical_across_thread_counts_odd_sizes():
 # =========================================================================== GIL
 
 
-def _timed_kernel_window(call, min_duration=0.06):
-    """Run `call` (repeating its argument size until it takes >= min_duration) while a pure-Python
-    thread ticks; return the tick times and the kernel's (start, end)."""
+def _timed_kernel_window(call):
+    """Run `call` once while a pure-Python thread ticks; return the tick times and the call's
+    (start, end)."""
     ticks = []
     stop = threading.Event()
 
@@ -185,24 +185,37 @@ def test_gil_released_during_kernels(kernel, nthreads):
 
     If the GIL were held for the whole kernel, no tick could happen inside the call.
     """
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal((2000, 1000)).astype(np.float32)  # 2M elements
-    t = rng.integers(0, 1000, size=2000)
-    y = rng.random(x.shape).astype(np.float32)
-    x3 = x.reshape(20, 100, 1000)
-    t3 = rng.integers(0, 100, size=(20, 1000))
-    call = {
-        "log_softmax": lambda: fastce.log_softmax(x, out=np.empty_like(x)),
-        "cross_entropy": lambda: fastce.cross_entropy(x, t, return_grad=True),
-        "cross_entropy_cols": lambda: fastce.cross_entropy(x3, t3, axis=1, return_grad=True),
-        "bce_with_logits": lambda: fastce.binary_cross_entropy_with_logits(x, y, return_grad=True),
-        "softmax_vjp": lambda: fastce.softmax_vjp(y, x),
-        "logsumexp": lambda: fastce.logsumexp(x),
-    }[kernel]
+    def make_call(rows):
+        rng = np.random.default_rng(1)
+        x = rng.standard_normal((rows, 1000)).astype(np.float32)
+        t = rng.integers(0, 1000, size=rows)
+        y = rng.random(x.shape).astype(np.float32)
+        x3 = x.reshape(rows // 100, 100, 1000)
+        t3 = rng.integers(0, 100, size=(rows // 100, 1000))
+        return {
+            "log_softmax": lambda: fastce.log_softmax(x, out=np.empty_like(x)),
+            "cross_entropy": lambda: fastce.cross_entropy(x, t, return_grad=True),
+            "cross_entropy_cols": lambda: fastce.cross_entropy(x3, t3, axis=1, return_grad=True),
+            "bce_with_logits": lambda: fastce.binary_cross_entropy_with_logits(x, y, return_grad=True),
+            "softmax_vjp": lambda: fastce.softmax_vjp(y, x),
+            "logsumexp": lambda: fastce.logsumexp(x),
+        }[kernel]
+
     with threadpoolctl.threadpool_limits(nthreads):
+        # One call must last long enough (>= 60 ms) for the ticker to be scheduled inside it:
+        # ticks *between* calls would pass even with the GIL held, so the window is one call.
+        rows = 2000
+        call = make_call(rows)
         call()  # warm up
+        while rows < 64000:
+            t0 = time.perf_counter()
+            call()
+            if time.perf_counter() - t0 >= 0.06:
+                break
+            rows *= 2
+            call = make_call(rows)
         for attempt in range(3):
-            ticks, t0, t1 = _timed_kernel_window(lambda: [call() for _ in range(3)])
+            ticks, t0, t1 = _timed_kernel_window(call)
             span = t1 - t0
             inside = ticks[(ticks > t0 + 0.2 * span) & (ticks < t1 - 0.2 * span)]
             if len(inside) >= 3:
