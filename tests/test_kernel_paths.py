@@ -107,6 +107,37 @@ def test_path_finite_differences(path, opt, rng):
     assert_close(fastce.cross_entropy(x, t, reduction="sum", **kw), ref, np.float64)
 
 
+# ------------------------------------------------------------------ C = 2 closed form
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_c2_closed_form_edges_match_torch(dtype, torch, F):
+    # every pair of special and ordinary logits, both targets, against float64 torch
+    vals = [-np.inf, -1e4, -80.0, -20.0, -1.0, 0.0, 1e-8, 1.0, 20.0, 80.0, 1e4, np.inf, np.nan]
+    pairs = np.array([(a, b) for a in vals for b in vals], dtype)
+    x = np.concatenate([pairs, pairs])
+    t = np.repeat([0, 1], len(pairs))
+    go = np.linspace(0.5, 1.5, len(t))
+    loss, g = fastce.cross_entropy(x, t, reduction="none", return_grad=True, grad_output=go)
+    with np.errstate(invalid="ignore"):
+        ref_l, ref_g = _torch_ce(torch, F, x, t, -1, go)
+    assert_close(loss, ref_l, dtype, "loss")
+    assert_close(g, ref_g, dtype, "grad")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+def test_c2_confident_rows_keep_relative_precision(dtype):
+    # loss = softplus(-margin) ~ exp(-margin): relative precision, not absolute
+    margin = np.linspace(5.0, 80.0 if dtype == np.float32 else 700.0, 301)
+    x = np.stack([margin, np.zeros_like(margin)], axis=1).astype(dtype)
+    t = np.zeros(len(margin), np.int64)
+    loss, g = fastce.cross_entropy(x, t, reduction="none", return_grad=True)
+    d = -x[:, 0].astype(np.float64)
+    ref = np.log1p(np.exp(d))
+    np.testing.assert_allclose(loss, ref, rtol=5e-6 if dtype == np.float32 else 1e-13)
+    np.testing.assert_allclose(g[:, 1], np.exp(d) / (1 + np.exp(d)),
+                               rtol=5e-6 if dtype == np.float32 else 1e-13)
+
+
 # ------------------------------------------------------------------ issue 8 (2): weights
 
 INF_PATHS = ["row", "block", "c2", "column", "column-wide"]

@@ -284,6 +284,55 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
             gt[yy[b] * st + b] = (T)gy[b] * (K ? S(cap_slope)(xy[b], cap) : (T)1);
 }
 
+/* ------------------------------------------------------------------ class indices, C = 2 */
+
+/*
+ * Two classes, no options, no softcap: a closed form on the row pairs in place (no transpose,
+ * no double-precision logs).  With d = x_other - x_y and e = exp(-|d|):
+ *   loss = softplus(d) = max(d, 0) + log1p(e)                       (one exp, one log per row)
+ *   dL/dx_other = g sigmoid(d) = -dL/dx_y,  sigmoid(d) = 1/(1+e) (d >= 0), e/(1+e) (d < 0)
+ * Every term is >= 0 and sigmoid is never formed as 1 - something, so confident rows keep
+ * their relative precision (loss ~ e).  d = +inf gives inf, -inf gives 0, NaN propagates; both
+ * logits -inf (a fully masked row) or any +inf logit gives NaN, as the general path does.  log1p(e) shares
+ * 1/(1+e) with the sigmoid, as bce_logits_one does.
+ */
+FCE_INLINE void S(ce_index_c2)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g,
+                               const int G)
+{
+    const int64_t *tg = a->tgt + soff;
+    const double *gsc = a->gscale ? a->gscale + soff : NULL;
+    double *loss = a->loss + soff;
+    double gcoef = a->gcoef;
+    int64_t ignore = a->ignore;
+    fce_idx b;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        int64_t y = tg[b];
+        int ign = y == ignore, bad = !ign && (uint64_t)y >= 2u, y1 = y == 1;
+        T x0 = x[2 * b], x1 = x[2 * b + 1];
+        T d = y1 ? x0 - x1 : x1 - x0;
+        /* a +inf logit: NaN, as log_softmax (and the general path) give for an infinite max */
+        d = x0 == (T)INFINITY || x1 == (T)INFINITY ? (T)NAN : d;
+        T ad = d < 0 ? -d : d;
+        T e = FCE_EXP(-ad);
+        T w = 1 + e, inv = 1 / w;
+        T l = (d > 0 ? d : (T)0) + (FCE_LOG(w) + (e - (w - 1)) * inv);
+        loss[b] = bad ? (double)NAN : ign ? 0.0 : (double)l;
+        if (G) {
+            T sig = d >= 0 ? inv : e * inv;
+            T gv = (T)(gcoef * (gsc ? gsc[b] : 1.0)) * sig;
+            int live = !ign && !bad;
+            g[2 * b] = live ? (y1 ? gv : -gv) : (T)0;
+            g[2 * b + 1] = live ? (y1 ? -gv : gv) : (T)0;
+        }
+    }
+}
+
+static void S(ce_index_c2_0)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g)
+{ S(ce_index_c2)(x, bw, soff, a, g, 0); }
+static void S(ce_index_c2_1)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g)
+{ S(ce_index_c2)(x, bw, soff, a, g, 1); }
+
 /* ------------------------------------------------------------------ probability targets */
 
 /* Loss pass over a row: rest = s - 1 by counting the exact ones apart (as col_sumexp: the max
@@ -463,7 +512,10 @@ static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fc
     const T *x = (const T *)xv; T *grad = (T *)gv;
     int f = FCE_CE_FLAGS(a, grad, a->w != NULL || a->eps != 0.0 || a->zl != 0.0);
     S(fce_item) it = S(decode)(A, C, B, item);
-    if (it.kind == FCE_ROW) {
+    if (it.kind == FCE_BLOCK && C == 2 && (f & 3) == 0) {      /* no softcap, no options */
+        if (grad) S(ce_index_c2_1)(x + it.off, it.bw, it.soff, a, grad + it.off);
+        else S(ce_index_c2_0)(x + it.off, it.bw, it.soff, a, NULL);
+    } else if (it.kind == FCE_ROW) {
         rows[f](x + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
     } else if (it.kind == FCE_COLS) {
         cols[f](x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
