@@ -20,7 +20,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(FCE_NO_CLONES)
+/* GCC >= 8 (AVX-512 target names and prefer-vector-width) or clang >= 7 */
+#if defined(__x86_64__) && !defined(FCE_NO_CLONES) \
+    && ((defined(__clang__) && __clang_major__ >= 7) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 8))
 #define FCE_MULTI_ISA 1
 #else
 #define FCE_MULTI_ISA 0
