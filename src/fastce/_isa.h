@@ -20,9 +20,16 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* GCC >= 8 (AVX-512 target names and prefer-vector-width) or clang >= 7 */
-#if defined(__x86_64__) && !defined(FCE_NO_CLONES) \
-    && ((defined(__clang__) && __clang_major__ >= 7) || (!defined(__clang__) && defined(__GNUC__) && __GNUC__ >= 8))
+/* clang >= 7, or GCC >= 8 (AVX-512 target names and prefer-vector-width); clang also defines
+ * __GNUC__, so it is tested first */
+#if defined(__clang__)
+#define FCE_COMPILER_OK (__clang_major__ >= 7)
+#elif defined(__GNUC__)
+#define FCE_COMPILER_OK (__GNUC__ >= 8)
+#else
+#define FCE_COMPILER_OK 0
+#endif
+#if defined(__x86_64__) && !defined(FCE_NO_CLONES) && FCE_COMPILER_OK
 #define FCE_MULTI_ISA 1
 #else
 #define FCE_MULTI_ISA 0
