@@ -234,7 +234,8 @@ extensions = [
         f"fastce.{name}",
         [f"src/fastce/{name}.pyx"],
         include_dirs=[np.get_include(), "src/fastce"],
-        depends=KERNEL_HEADERS + ["src/fastce/_kernels.pxd", "src/fastce/_buffers.pxi"],
+        depends=KERNEL_HEADERS + ["src/fastce/_kernels.pxd", "src/fastce/_buffers.pxi",
+                                  "src/fastce/_dispatch.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         + ([("FCE_FAMILIES", str(FAMILIES[name]))] if name in FAMILIES else []),
     )

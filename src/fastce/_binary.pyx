@@ -10,6 +10,7 @@ cimport numpy as cnp
 from ._kernels cimport *
 
 include "_buffers.pxi"
+include "_dispatch.pxi"
 
 
 def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss, chunk_sum,

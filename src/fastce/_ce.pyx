@@ -13,6 +13,7 @@ cimport numpy as cnp
 from ._kernels cimport *
 
 include "_buffers.pxi"
+include "_dispatch.pxi"
 
 
 def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_index,

@@ -10,6 +10,7 @@ cimport numpy as cnp
 from ._kernels cimport *
 
 include "_buffers.pxi"
+include "_dispatch.pxi"
 
 
 def logsumexp(x, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthreads):
