@@ -22,8 +22,13 @@ from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
 
 MODULES = ["_softmax", "_ce", "_binary", "_threads", "_fastpath", "_div"]
-KERNEL_HEADERS = ["src/fastce/_simd.h", "src/fastce/_kernels.h", "src/fastce/_kern_body.h",
-                  "src/fastce/_div_body.h"]
+# Kernel families each module compiles (FCE_FAMILIES in _kernels.h: 1 row ops, 2 CE/NLL,
+# 4 binary losses); _threads includes only the ISA resolver, _fastpath no kernel header,
+# _div its own header.
+FAMILIES = {"_softmax": 1, "_ce": 2, "_binary": 4}
+KERNEL_HEADERS = [f"src/fastce/{h}" for h in (
+    "_simd.h", "_isa.h", "_kernels.h", "_kern_inst.h", "_kern_body.h", "_k_layout.h",
+    "_k_reduce.h", "_k_rowops.h", "_k_ce.h", "_k_binary.h", "_div_body.h")]
 
 
 def _flag(name):
@@ -146,7 +151,9 @@ def _cross_compiling():
     return sys.platform == "darwin" and archflags.count("-arch") > 1
 
 
-def _clones_work(compiler, compile_args, header=os.path.join("src", "fastce", "_kernels.h")):
+# _kernels.h dispatches through target pragmas (_isa.h, guarded by compiler version); the
+# target_clones left to probe are _div_body.h's.
+def _clones_work(compiler, compile_args, header=os.path.join("src", "fastce", "_div_body.h")):
     """Whether the runtime ISA dispatch in _kernels.h builds *and runs* with this compiler.
 
     The probe uses the exact `target_clones(...)` list from the header, so it follows the
@@ -176,7 +183,11 @@ class BuildExt(build_ext):
         elif self.compiler.compiler_type == "unix":
             # -fno-math-errno / -fno-trapping-math let GCC and clang vectorise the select-based
             # math in _simd.h; unlike the compilers' fast-math modes they keep inf/NaN semantics.
+            # -ffp-contract=off: no FMA contraction, so every kernel specialisation (gradient
+            # or not, vector body or scalar tail, any ISA) rounds each expression the same way:
+            # the loss is bitwise identical with and without return_grad.
             compile_args += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
+                             "-ffp-contract=off",
                              "-Wno-unused-function", "-Wno-unreachable-code"]
             if _flag("FASTCE_NATIVE"):
                 compile_args.append("-march=native")
@@ -223,8 +234,10 @@ extensions = [
         f"fastce.{name}",
         [f"src/fastce/{name}.pyx"],
         include_dirs=[np.get_include(), "src/fastce"],
-        depends=KERNEL_HEADERS + ["src/fastce/_kernels.pxd", "src/fastce/_buffers.pxi"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        depends=KERNEL_HEADERS + ["src/fastce/_kernels.pxd", "src/fastce/_buffers.pxi",
+                                  "src/fastce/_dispatch.pxi"],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+        + ([("FCE_FAMILIES", str(FAMILIES[name]))] if name in FAMILIES else []),
     )
     for name in MODULES
 ]

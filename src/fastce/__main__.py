@@ -15,7 +15,10 @@ def info() -> None:
     print(f"OpenMP: {'on' if _threads.OPENMP else 'off (serial build)'}")
     print(f"threads: {fastce.get_num_threads()}")
     print(f"kernel dispatch: {_threads.DISPATCH}")
-    print(f"SIMD path on this CPU: {_threads.simd_path()}")
+    rep = _threads.isa_report()
+    chosen = sorted(set(rep["chosen"].values()))
+    print(f"SIMD path on this CPU: {', '.join(chosen)} (FASTCE_ISA={rep['requested']}; "
+          f"best supported: {rep['best']})")
     flags = _build_flags()
     if flags:
         print(f"build flags: {flags}")

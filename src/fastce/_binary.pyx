@@ -10,6 +10,7 @@ cimport numpy as cnp
 from ._kernels cimport *
 
 include "_buffers.pxi"
+include "_dispatch.pxi"
 
 
 def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss, chunk_sum,
@@ -19,42 +20,22 @@ def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss,
     cdef Py_ssize_t chunk = rows_per_chunk * K
     cdef fce_idx i, nitems = (n + chunk - 1) // chunk if n else 0
     cdef bint logits = kind == "logits"
-    cdef bin_args_f af
-    cdef bin_args_d ad
-    cdef float *xf
-    cdef float *gf
-    cdef double *xd
-    cdef double *gd
-    cdef double *cs = <double *>_ptr(chunk_sum, cnp.NPY_FLOAT64, nitems, True)
-    if cnp.PyArray_TYPE(x) == cnp.NPY_FLOAT32:
-        af.y = <const float *>_ptr(y, cnp.NPY_FLOAT32, n, False)
-        af.w = <const float *>_optr(w, cnp.NPY_FLOAT32, n, False)
-        af.pw = <const float *>_optr(pw, cnp.NPY_FLOAT32, K, False)
-        af.K = K; af.rows_per_chunk = rows_per_chunk; af.n = n
-        af.loss = <float *>_optr(loss, cnp.NPY_FLOAT32, n, True)
-        af.chunk_sum = cs; af.gcoef = gcoef
-        af.gscale = <const float *>_optr(gscale, cnp.NPY_FLOAT32, n, False)
-        xf = <float *>_ptr(x, cnp.NPY_FLOAT32, n, False)
-        gf = <float *>_optr(grad, cnp.NPY_FLOAT32, n, True)
-        with nogil:
-            for i in prange(nitems, num_threads=nthreads, schedule="guided"):
-                if logits:
-                    bce_logits_item_f(xf, i, &af, gf)
-                else:
-                    bce_item_f(xf, i, &af, gf)
-    else:
-        ad.y = <const double *>_ptr(y, cnp.NPY_FLOAT64, n, False)
-        ad.w = <const double *>_optr(w, cnp.NPY_FLOAT64, n, False)
-        ad.pw = <const double *>_optr(pw, cnp.NPY_FLOAT64, K, False)
-        ad.K = K; ad.rows_per_chunk = rows_per_chunk; ad.n = n
-        ad.loss = <double *>_optr(loss, cnp.NPY_FLOAT64, n, True)
-        ad.chunk_sum = cs; ad.gcoef = gcoef
-        ad.gscale = <const double *>_optr(gscale, cnp.NPY_FLOAT64, n, False)
-        xd = <double *>_ptr(x, cnp.NPY_FLOAT64, n, False)
-        gd = <double *>_optr(grad, cnp.NPY_FLOAT64, n, True)
-        with nogil:
-            for i in prange(nitems, num_threads=nthreads, schedule="guided"):
-                if logits:
-                    bce_logits_item_d(xd, i, &ad, gd)
-                else:
-                    bce_item_d(xd, i, &ad, gd)
+    cdef int tn
+    cdef int dt = _dtype_code(x, &tn)
+    cdef fce_bin_args a
+    cdef const void *xp = _ptr(x, tn, n, False)
+    cdef void *gp = _optr(grad, tn, n, True)
+    a.y = _ptr(y, tn, n, False)
+    a.w = _optr(w, tn, n, False)
+    a.pw = _optr(pw, tn, K, False)
+    a.K = K; a.rows_per_chunk = rows_per_chunk; a.n = n
+    a.loss = _optr(loss, tn, n, True)
+    a.chunk_sum = <double *>_ptr(chunk_sum, cnp.NPY_FLOAT64, nitems, True)
+    a.gcoef = gcoef
+    a.gscale = _optr(gscale, tn, n, False)
+    with nogil:
+        for i in prange(nitems, num_threads=nthreads, schedule="guided"):
+            if logits:
+                fce_bce_logits_item(dt, xp, i, &a, gp)
+            else:
+                fce_bce_item(dt, xp, i, &a, gp)

@@ -1,5 +1,6 @@
 /*
- * fastce kernels: the per-row / per-tile math of every op, for float and double.
+ * fastce kernels: the per-row / per-tile math of every op, for float and double, for three
+ * instruction sets, behind one dtype- and ISA-free entry point per op.
  *
  * Layout.  Every class-axis op sees its input as a C-contiguous (A, C, B) array: A = product of
  * the dims before the class axis, C = classes, B = product of the dims after it.  axis=-1 is
@@ -8,7 +9,7 @@
  * transposed into a full copy.  The unit of parallel work is an "item": one row (B == 1, many
  * classes), a tile of FCE_TILE columns of one a-slab (B > 1), or a block of FCE_TILE short rows
  * (B == 1, few classes) transposed through a stack buffer; fce_n_items() counts them and every
- * op's *_item() function decodes its item, so the Cython drivers are a bare prange over items.
+ * op's item function decodes its item, so the Cython drivers are a bare prange over items.
  *
  * Sample s = a*B + b owns per-sample outputs (loss, target) at index s.
  *
@@ -16,7 +17,19 @@
  * fixed order (fixed lanes combined pairwise) that depends on neither the thread count nor the
  * item schedule, so results are bitwise reproducible for any number of threads.
  *
- * This header is the "template": it includes _kern_body.h once per dtype.
+ * Files (each family reads on its own; all but this one are templates included per dtype x ISA
+ * through _kern_body.h with T = float/double and S(name) = the suffixed name):
+ *   _simd.h        exp / log / log1p / tanh with IEEE special cases (measured max ulp there)
+ *   _isa.h         which instruction sets are compiled, and the resolver (FASTCE_ISA)
+ *   _k_layout.h    item decoding, row <-> column transposes of short-row blocks
+ *   _k_reduce.h    row and column reductions (max, sum of exps, dot products)
+ *   _k_rowops.h    logsumexp, log_softmax, softmax and their VJPs
+ *   _k_ce.h        cross-entropy (class indices, probabilities; softcap, z-loss) and NLL
+ *   _k_binary.h    BCE with logits and BCE from probabilities
+ *
+ * The C <-> Cython interface is dtype-free: every entry point takes `int dt` (0 float,
+ * 1 double) and void pointers, and the argument structs hold only double/int64 scalars and
+ * void pointers, so _kernels.pxd declares each op once and each driver has one body.
  */
 #ifndef FASTCE_KERNELS_H
 #define FASTCE_KERNELS_H
@@ -30,30 +43,17 @@
 
 typedef ptrdiff_t fce_idx;
 
-/*
- * Runtime ISA dispatch.  The default build targets baseline x86-64 (SSE2), where the vectorised
- * exp runs 4 lanes wide.  On GCC/x86-64/glibc every item function is compiled three times
- * (AVX-512 "x86-64-v4", AVX2, baseline) and the loader picks one through an ifunc on first
- * use; the always_inline helpers of _simd.h are inlined into each clone.  FCE_NO_CLONES (set for
- * -march=native and sanitizer builds) or any other platform gives one plain version.
- */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
-    && !defined(FCE_NO_CLONES)
-#define FCE_KERNEL __attribute__((target_clones("arch=x86-64-v4", "avx2", "default")))
-#define FCE_CLONES_ISA "x86-64-v4 / avx2 / default, chosen at load time"
-#else
-#define FCE_KERNEL
-#define FCE_CLONES_ISA "single build (no runtime dispatch)"
-#endif
-
-#define FCE_TILE 128        /* columns per item in the B > 1 layout (tile buffers on the stack) */
+/* Columns per item in the B > 1 layout and rows per short-row block.  Every per-column scratch
+ * array of an item lives on the stack at this width: 64 keeps the largest kernel frame near
+ * 20 KiB (threads started with threading.stack_size(64 KiB) must be able to run a kernel). */
+#define FCE_TILE 64
 #define FCE_LANES 16        /* fixed accumulator lanes for deterministic sums */
-
-#define FCE_SMALL_C 16   /* rows of at most this many classes are processed in transposed blocks */
+#define FCE_SMALL_C 16      /* rows of at most this many classes run in transposed blocks */
 
 enum { FCE_ROW = 0, FCE_COLS = 1, FCE_BLOCK = 2 };
+enum { FCE_F32 = 0, FCE_F64 = 1 };
 
-/* Number of work items of an (A, C, B) op; see decode() in _kern_body.h. */
+/* Number of work items of an (A, C, B) op; see decode() in _k_layout.h. */
 static inline fce_idx fce_n_items(fce_idx A, fce_idx C, fce_idx B)
 {
     if (B == 1)
@@ -72,32 +72,113 @@ FCE_INLINE double fce_combine_lanes(const double *acc)
     return t[0];
 }
 
-#define FCE_T float
-#define FCE_SUF(name) name##_f
-#define FCE_EXP fce_exp_f
-#define FCE_LOG fce_log_f
-#define FCE_LOG1P fce_log1p_f
-#define FCE_TANH fce_tanh_f
-#include "_kern_body.h"
-#undef FCE_T
-#undef FCE_SUF
-#undef FCE_EXP
-#undef FCE_LOG
-#undef FCE_LOG1P
-#undef FCE_TANH
+/* ------------------------------------------------------------ argument structs (dtype-free) */
 
-#define FCE_T double
-#define FCE_SUF(name) name##_d
-#define FCE_EXP fce_exp_d
-#define FCE_LOG fce_log_d
-#define FCE_LOG1P fce_log1p_d
-#define FCE_TANH fce_tanh_d
-#include "_kern_body.h"
-#undef FCE_T
-#undef FCE_SUF
-#undef FCE_EXP
-#undef FCE_LOG
-#undef FCE_LOG1P
-#undef FCE_TANH
+/* Class-index CE / NLL.  w: class weights or NULL; W = sum(w) (C without weights), read only
+ * when label smoothing is on; cap = softcap (0: off); zl = z-loss coefficient (0: off). */
+typedef struct {
+    const int64_t *tgt; const double *w; double W; int64_t ignore; double eps;
+    double *loss; const double *gscale; double gcoef; double zl; double cap;
+} fce_ce_args;
+
+/* Probability targets: q has the logits' layout and dtype. */
+typedef struct {
+    const void *q; const double *w; double eps; double *loss; const double *gscale; double gcoef;
+    double zl; double cap;
+} fce_ce_prob_args;
+
+/* Elementwise binary losses; y, w, pw, loss, gscale have the logits' dtype. */
+typedef struct {
+    const void *y; const void *w; const void *pw; fce_idx K; fce_idx rows_per_chunk; fce_idx n;
+    void *loss; double *chunk_sum; const void *gscale; double gcoef;
+} fce_bin_args;
+
+/* ------------------------------------------------------------ instantiation per ISA x dtype */
+
+/* Kernel families an extension module compiles: FCE_FAMILIES (set per module by setup.py) is
+ * a mask of these; unset means all.  Each module then builds only its own kernels (x 2 dtypes
+ * x 3 ISAs), which keeps the build time down. */
+#define FCE_FAM_ROWOPS 1
+#define FCE_FAM_CE 2
+#define FCE_FAM_BINARY 4
+#ifndef FCE_FAMILIES
+#define FCE_FAMILIES 7
+#endif
+#define FCE_WANT(fam) ((FCE_FAMILIES) & FCE_FAM_##fam)
+
+#include "_isa.h"
+
+#define FCE_ISA_TAG base
+#include "_kern_inst.h"
+#undef FCE_ISA_TAG
+
+#if FCE_MULTI_ISA
+FCE_TARGET_AVX2_BEGIN
+#define FCE_ISA_TAG avx2
+#include "_kern_inst.h"
+#undef FCE_ISA_TAG
+FCE_TARGET_AVX2_END
+
+FCE_TARGET_AVX512_BEGIN
+#define FCE_ISA_TAG avx512
+#include "_kern_inst.h"
+#undef FCE_ISA_TAG
+FCE_TARGET_AVX512_END
+#endif
+
+/* ------------------------------------------------------------ entry points
+ * One switch per call on (ISA chosen at import, dtype); well predicted, so it costs nothing
+ * next to an item's work.  FCE_CALL(fn, dt, args) calls fn_<f|d>_<isa>(args). */
+#if FCE_MULTI_ISA
+#define FCE_CALL(fn, dt, ...)                                                                  \
+    do {                                                                                       \
+        switch (fce_isa_level * 2 + ((dt) != 0)) {                                             \
+        case 5: fn##_d_avx512(__VA_ARGS__); break;                                             \
+        case 4: fn##_f_avx512(__VA_ARGS__); break;                                             \
+        case 3: fn##_d_avx2(__VA_ARGS__); break;                                               \
+        case 2: fn##_f_avx2(__VA_ARGS__); break;                                               \
+        case 1: fn##_d_base(__VA_ARGS__); break;                                               \
+        default: fn##_f_base(__VA_ARGS__); break;                                              \
+        }                                                                                      \
+    } while (0)
+#else
+#define FCE_CALL(fn, dt, ...)                                                                  \
+    do {                                                                                       \
+        if (dt) fn##_d_base(__VA_ARGS__); else fn##_f_base(__VA_ARGS__);                       \
+    } while (0)
+#endif
+
+#define FCE_XARGS const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item
+
+#if FCE_WANT(ROWOPS)
+static inline void fce_lse_item(int dt, FCE_XARGS, void *out)
+{ FCE_CALL(lse_item, dt, x, A, C, B, item, out); }
+static inline void fce_log_softmax_item(int dt, FCE_XARGS, void *out)
+{ FCE_CALL(log_softmax_item, dt, x, A, C, B, item, out); }
+static inline void fce_softmax_item(int dt, FCE_XARGS, void *out)
+{ FCE_CALL(softmax_item, dt, x, A, C, B, item, out); }
+static inline void fce_log_softmax_vjp_item(int dt, const void *y, const void *g, fce_idx A,
+                                            fce_idx C, fce_idx B, fce_idx item, void *out)
+{ FCE_CALL(log_softmax_vjp_item, dt, y, g, A, C, B, item, out); }
+static inline void fce_softmax_vjp_item(int dt, const void *y, const void *g, fce_idx A,
+                                        fce_idx C, fce_idx B, fce_idx item, void *out)
+{ FCE_CALL(softmax_vjp_item, dt, y, g, A, C, B, item, out); }
+#endif
+#if FCE_WANT(CE)
+static inline void fce_ce_index_item(int dt, FCE_XARGS, const fce_ce_args *a, void *grad)
+{ FCE_CALL(ce_index_item, dt, x, A, C, B, item, a, grad); }
+static inline void fce_nll_item(int dt, FCE_XARGS, const fce_ce_args *a, void *grad)
+{ FCE_CALL(nll_item, dt, x, A, C, B, item, a, grad); }
+static inline void fce_ce_prob_item(int dt, FCE_XARGS, const fce_ce_prob_args *a, void *grad)
+{ FCE_CALL(ce_prob_item, dt, x, A, C, B, item, a, grad); }
+#endif
+#if FCE_WANT(BINARY)
+static inline void fce_bce_logits_item(int dt, const void *x, fce_idx item, const fce_bin_args *a,
+                                       void *grad)
+{ FCE_CALL(bce_logits_item, dt, x, item, a, grad); }
+static inline void fce_bce_item(int dt, const void *x, fce_idx item, const fce_bin_args *a,
+                                void *grad)
+{ FCE_CALL(bce_item, dt, x, item, a, grad); }
+#endif
 
 #endif

@@ -1,22 +1,22 @@
-# Declarations of the C kernels in _kernels.h (shared by every kernel module).
+# Declarations of the C kernels in _kernels.h (shared by every kernel module).  The interface is
+# dtype-free: each entry point takes dt (FCE_F32 / FCE_F64) and void pointers, so every op is
+# declared once and each Cython driver has one body for float and double.
 from libc.stdint cimport int64_t
 
 cdef extern from "_kernels.h" nogil:
     ctypedef Py_ssize_t fce_idx
+    enum:
+        FCE_F32
+        FCE_F64
     fce_idx fce_n_items(fce_idx A, fce_idx C, fce_idx B)
 
-    void lse_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, float *out)
-    void lse_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, double *out)
-    void log_softmax_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, float *out)
-    void log_softmax_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, double *out)
-    void softmax_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, float *out)
-    void softmax_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, double *out)
-    void log_softmax_vjp_item_f(const float *y, const float *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item, float *out)
-    void log_softmax_vjp_item_d(const double *y, const double *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item, double *out)
-    void softmax_vjp_item_f(const float *p, const float *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item, float *out)
-    void softmax_vjp_item_d(const double *p, const double *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item, double *out)
+    void fce_lse_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, void *out)
+    void fce_log_softmax_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, void *out)
+    void fce_softmax_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, void *out)
+    void fce_log_softmax_vjp_item(int dt, const void *y, const void *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item, void *out)
+    void fce_softmax_vjp_item(int dt, const void *p, const void *g, fce_idx A, fce_idx C, fce_idx B, fce_idx item, void *out)
 
-    ctypedef struct ce_args_f:
+    ctypedef struct fce_ce_args:
         const int64_t *tgt
         const double *w
         double W
@@ -27,24 +27,11 @@ cdef extern from "_kernels.h" nogil:
         double gcoef
         double zl
         double cap
-    ctypedef struct ce_args_d:
-        const int64_t *tgt
-        const double *w
-        double W
-        int64_t ignore
-        double eps
-        double *loss
-        const double *gscale
-        double gcoef
-        double zl
-        double cap
-    void ce_index_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_f *a, float *grad)
-    void ce_index_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_d *a, double *grad)
-    void nll_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_f *a, float *grad)
-    void nll_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_args_d *a, double *grad)
+    void fce_ce_index_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_args *a, void *grad)
+    void fce_nll_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_args *a, void *grad)
 
-    ctypedef struct ce_prob_args_f:
-        const float *q
+    ctypedef struct fce_ce_prob_args:
+        const void *q
         const double *w
         double eps
         double *loss
@@ -52,41 +39,26 @@ cdef extern from "_kernels.h" nogil:
         double gcoef
         double zl
         double cap
-    ctypedef struct ce_prob_args_d:
-        const double *q
-        const double *w
-        double eps
-        double *loss
-        const double *gscale
-        double gcoef
-        double zl
-        double cap
-    void ce_prob_item_f(const float *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_prob_args_f *a, float *grad)
-    void ce_prob_item_d(const double *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const ce_prob_args_d *a, double *grad)
+    void fce_ce_prob_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_prob_args *a, void *grad)
 
-    ctypedef struct bin_args_f:
-        const float *y
-        const float *w
-        const float *pw
+    ctypedef struct fce_bin_args:
+        const void *y
+        const void *w
+        const void *pw
         fce_idx K
         fce_idx rows_per_chunk
         fce_idx n
-        float *loss
+        void *loss
         double *chunk_sum
-        const float *gscale
+        const void *gscale
         double gcoef
-    ctypedef struct bin_args_d:
-        const double *y
-        const double *w
-        const double *pw
-        fce_idx K
-        fce_idx rows_per_chunk
-        fce_idx n
-        double *loss
-        double *chunk_sum
-        const double *gscale
-        double gcoef
-    void bce_logits_item_f(const float *x, fce_idx item, const bin_args_f *a, float *grad)
-    void bce_logits_item_d(const double *x, fce_idx item, const bin_args_d *a, double *grad)
-    void bce_item_f(const float *x, fce_idx item, const bin_args_f *a, float *grad)
-    void bce_item_d(const double *x, fce_idx item, const bin_args_d *a, double *grad)
+    void fce_bce_logits_item(int dt, const void *x, fce_idx item, const fce_bin_args *a, void *grad)
+    void fce_bce_item(int dt, const void *x, fce_idx item, const fce_bin_args *a, void *grad)
+
+    # instruction-set resolver (see _isa.h)
+    int fce_isa_init()
+    const char *fce_isa_chosen()
+    const char *fce_isa_name(int level)
+    int fce_isa_request()
+    int fce_isa_best()
+    int fce_isa_multi()

@@ -21,6 +21,17 @@
  *   z = (f-1)/(f+1), |z| <= 0.1716, an odd series in z.
  * log1p(u) for u >= -1:  w = 1 + u rounded; log1p(u) = log(w) + (u - (w-1))/w, the second term
  *   restoring what the rounding of 1+u lost (exact to first order).
+ *
+ * Measured max error (tests/test_simd_ulp.py: dense sweeps, every binade, subnormals and edge
+ * values; reference float64 for the float32 functions, 80-bit long double for the float64 ones;
+ * built with -ffp-contract=off, so every ISA variant rounds identically):
+ *     function   float32   float64      (ulp; the test asserts the bound in brackets)
+ *     exp        0.98      1.02         [1.0, 1.1]
+ *     log        1.89      1.95         [2.0, 2.0]
+ *     log1p      2.33      2.29         [2.5, 2.5]
+ *     tanh       1.97      4.01         [2.0, 4.5]   (the (1-e)/(1+e) branch near |u| = 0.1)
+ * Special values are exact: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log(<0) = NaN,
+ * log1p(-1) = -inf, tanh(+-inf) = +-1, NaN in -> NaN out.
  */
 #ifndef FASTCE_SIMD_H
 #define FASTCE_SIMD_H

@@ -1,0 +1,141 @@
+/*
+ * Template (see _kern_body.h): elementwise binary losses.
+ */
+
+
+/*
+ * The n elements are processed in chunks of whole "rows" of length K (K = length of pos_weight,
+ * which repeats along the last axis; K = chunk length when there is none).  Chunk boundaries
+ * depend only on n and K, so the per-chunk double sums (combined in order by the caller) are
+ * the same for any thread count.
+ */
+
+/*
+ * BCE with logits, L = 1 + (p-1) y, a = |x|, e = exp(-a), sp = log1p(e) = softplus(-a):
+ *   loss = w [ (1-y) x + L softplus(-x) ]
+ *        = w [ (x >= 0 ? (1-y) : p y) a + L sp ]       (softplus(-x) = -x + softplus(x) for x < 0)
+ * Each branch adds nonnegative terms, so confident predictions keep relative precision
+ * (loss ~ e^-|x|), and a zero coefficient times an infinite |x| is taken as 0, which gives the
+ * mathematical limits at x = +-inf instead of NaN.
+ *   dL/dx = w [ L sigmoid(x) - p y ] = w [ (1-y) sigmoid(x) - p y sigmoid(-x) ]   (no cancellation)
+ * with sigmoid(a) = 1/(1+e), sigmoid(-a) = e/(1+e).
+ */
+FCE_INLINE T S(bce_logits_one)(T xv, T yv, T p, T wv, T gs, T *g)
+{
+    T av = xv < 0 ? -xv : xv;
+    T e = FCE_EXP(-av);
+    /* log1p(e) = log(w) + (e - (w - 1)) / w with w = 1 + e (as fce_log1p), sharing 1/w with the
+     * sigmoid below: divisions are the slowest vector op here, in float64 especially. */
+    T w = 1 + e;
+    T inv = 1 / w;
+    T sp = FCE_LOG(w) + (e - (w - 1)) * inv;
+    T L = 1 + (p - 1) * yv;
+    T coef = xv >= 0 ? 1 - yv : p * yv;
+    T lin = coef == 0 ? (T)0 : coef * av;
+    T sig_pos = xv >= 0 ? inv : e * inv;     /* sigmoid(x) */
+    T sig_neg = xv >= 0 ? e * inv : inv;     /* sigmoid(-x) */
+    *g = gs * wv * ((1 - yv) * sig_pos - p * yv * sig_neg);
+    return wv * (lin + L * sp);
+}
+
+/*
+ * BCE from probabilities (torch's clamp of the logs at -100):
+ *   loss = -w [ y max(log p, -100) + (1-y) max(log(1-p), -100) ]
+ *   dL/dp = w (p - y) / max(p (1-p), 1e-12)
+ */
+FCE_INLINE T S(bce_one)(T p, T yv, T unused, T wv, T gs, T *g)
+{
+    (void)unused;
+    T lp = FCE_LOG(p), lq = FCE_LOG1P(-p);
+    lp = lp < (T)-100 ? (T)-100 : lp;
+    lq = lq < (T)-100 ? (T)-100 : lq;
+    T den = p * (1 - p);
+    den = den < (T)1e-12f ? (T)1e-12f : den;   /* torch's EPSILON is the float 1e-12 */
+    *g = gs * wv * (p - yv) / den;
+    return -wv * (yv * lp + (1 - yv) * lq);
+}
+
+/*
+ * One chunk of an elementwise loss.  The flags are compile-time constants at every call site
+ * (see bin_dispatch), so each combination becomes its own branch-free vector loop.  Lanes are
+ * fixed per position within a row, so the chunk sum does not depend on the ISA's vector width.
+ */
+#define FCE_BIN_CHUNK(NAME, ONE)                                                               \
+FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const fce_bin_args *a, T *grad,      \
+                                const int has_loss, const int has_grad, const int has_w,       \
+                                const int has_gs)                                              \
+{                                                                                              \
+    fce_idx start = item * a->rows_per_chunk * a->K;                                           \
+    fce_idx stop = start + a->rows_per_chunk * a->K;                                           \
+    fce_idx i0, k0;                                                                            \
+    int l;                                                                                     \
+    double acc[FCE_LANES] = {0}, tail = 0.0;                                                   \
+    if (stop > a->n) stop = a->n;                                                              \
+    for (i0 = start; i0 < stop; i0 += a->K) {                                                  \
+        fce_idx len = stop - i0 < a->K ? stop - i0 : a->K;                                     \
+        const T *xr = x + i0, *yr = (const T *)a->y + i0, *pw = (const T *)a->pw;             \
+        const T *wr = has_w ? (const T *)a->w + i0 : NULL;                                     \
+        const T *gsr = has_gs ? (const T *)a->gscale + i0 : NULL;                              \
+        T *lr = has_loss ? (T *)a->loss + i0 : NULL, *gr = has_grad ? grad + i0 : NULL;       \
+        for (k0 = 0; k0 + FCE_LANES <= len; k0 += FCE_LANES) {                                 \
+            _Pragma("omp simd")                                                                \
+            for (l = 0; l < FCE_LANES; l++) {                                                  \
+                fce_idx k = k0 + l;                                                            \
+                T g;                                                                           \
+                T v = S(ONE)(xr[k], yr[k], pw ? pw[k] : (T)1, has_w ? wr[k] : (T)1,      \
+                             (T)(has_gs ? a->gcoef * (double)gsr[k] : a->gcoef), &g);          \
+                if (has_loss) lr[k] = v;                                                       \
+                if (has_grad) gr[k] = g;                                                       \
+                acc[l] += (double)v;                                                           \
+            }                                                                                  \
+        }                                                                                      \
+        for (; k0 < len; k0++) {                                                               \
+            T g;                                                                               \
+            T v = S(ONE)(xr[k0], yr[k0], pw ? pw[k0] : (T)1, has_w ? wr[k0] : (T)1,      \
+                         (T)(has_gs ? a->gcoef * (double)gsr[k0] : a->gcoef), &g);             \
+            if (has_loss) lr[k0] = v;                                                          \
+            if (has_grad) gr[k0] = g;                                                          \
+            tail += (double)v;                                                                 \
+        }                                                                                      \
+    }                                                                                          \
+    a->chunk_sum[item] = fce_combine_lanes(acc) + tail;                                        \
+}
+
+FCE_BIN_CHUNK(bce_logits, bce_logits_one)
+FCE_BIN_CHUNK(bce, bce_one)
+#undef FCE_BIN_CHUNK
+
+/* Expands to a call of CHUNK with the runtime flags turned into constants (16 variants). */
+#define FCE_BIN_DISPATCH(CHUNK)                                                                \
+    do {                                                                                       \
+        int flags = (a->loss != NULL) | (grad != NULL) << 1 | (a->w != NULL) << 2              \
+                  | (grad != NULL && a->gscale != NULL) << 3;                                  \
+        switch (flags) {                                                                       \
+        case 0: CHUNK(x, item, a, grad, 0, 0, 0, 0); break;                                    \
+        case 1: CHUNK(x, item, a, grad, 1, 0, 0, 0); break;                                    \
+        case 2: CHUNK(x, item, a, grad, 0, 1, 0, 0); break;                                    \
+        case 3: CHUNK(x, item, a, grad, 1, 1, 0, 0); break;                                    \
+        case 4: CHUNK(x, item, a, grad, 0, 0, 1, 0); break;                                    \
+        case 5: CHUNK(x, item, a, grad, 1, 0, 1, 0); break;                                    \
+        case 6: CHUNK(x, item, a, grad, 0, 1, 1, 0); break;                                    \
+        case 7: CHUNK(x, item, a, grad, 1, 1, 1, 0); break;                                    \
+        case 10: CHUNK(x, item, a, grad, 0, 1, 0, 1); break;                                   \
+        case 11: CHUNK(x, item, a, grad, 1, 1, 0, 1); break;                                   \
+        case 14: CHUNK(x, item, a, grad, 0, 1, 1, 1); break;                                   \
+        default: CHUNK(x, item, a, grad, 1, 1, 1, 1); break;                                   \
+        }                                                                                      \
+    } while (0)
+
+static void S(bce_logits_item)(const void *xv, fce_idx item, const fce_bin_args *a, void *gv)
+{
+    const T *x = (const T *)xv; T *grad = (T *)gv;
+    FCE_BIN_DISPATCH(S(bce_logits_chunk));
+}
+
+static void S(bce_item)(const void *xv, fce_idx item, const fce_bin_args *a, void *gv)
+{
+    const T *x = (const T *)xv; T *grad = (T *)gv;
+    FCE_BIN_DISPATCH(S(bce_chunk));
+}
+#undef FCE_BIN_DISPATCH
+

@@ -1,0 +1,594 @@
+/*
+ * Template (see _kern_body.h): cross-entropy with class-index or probability targets, and NLL.
+ *
+ * Class-index targets.  Per sample with target y, class weights w (1 when absent),
+ * W = sum_c w_c, smoothing eps, softcap c and z-loss z:
+ *   1. x'_j = c tanh(x_j / c) under softcap, else x_j.  tanh is monotone, so the capped row
+ *      max is the cap of the raw max: the max pass reads raw logits and no tanh.
+ *   2. m = max_j x'_j, e_j = exp(x'_j - m), r = sum_{j != y} e_j, s = r + e_y.
+ *   3. nll = log1p(r) + (e_y - 1)     when x'_y == m (then e_y == 1 exactly)
+ *          = (m - x'_y) + log(s)       otherwise (both terms >= 0, no cancellation).
+ *      The first form keeps full relative precision for confident predictions (nll ~ 1e-30),
+ *      where lse - x_y rounds to 0; (e_y - 1) is NaN for an infinite max, as log_softmax.
+ *   4. loss = (1-eps) w_y nll + (eps/C) [sum_c w_c (m - x'_c) + W log s] + z lse^2,
+ *      lse = m + log s (0 when y == ignore_index).
+ *   5. dL/dx'_j = g [ e_j kp - (eps/C) w_j ],  kp = ((1-eps) w_y + (eps/C) W + 2 z lse) / s,
+ *      and at the target p_y - 1 = -r / s exactly (again no cancellation), g the sample's
+ *      scale (1/denominator * grad_output).
+ *   6. Under softcap dL/dx_j = dL/dx'_j (1 - (x'_j / c)^2).
+ * An option that is off contributes no term at all -- never 0 * (something) -- so an infinite
+ * (or float32-overflowing) weight of a class no sample uses cannot turn 0 into NaN.  Terms of
+ * zero weight or zero distance in sum_c w_c (m - x'_c) are skipped for the same reason (a
+ * masked -inf logit of zero weight, an infinite weight at the max).
+ *
+ * Probability targets q: k_c = w_c ((1-eps) q_c + eps/C) (k_c = q_c w_c, and 0 where q_c == 0,
+ * without smoothing), K = sum_c k_c, s = 1 + rest:
+ *   loss = sum_c k_c (m - x'_c) + K log1p(rest) + z lse^2          (all terms >= 0)
+ *   dL/dx'_j = g (p_j (K + 2 z lse) - k_j); at a max element (e_j = 1) the difference is
+ *   ((K - k_j) - k_j rest) / s, which keeps the tiny gradient of a confident one-hot target.
+ *
+ * Compile-time specialisation.  Every kernel below takes three constant flags, and each item
+ * entry point switches once on them, so each combination is its own straight-line code:
+ *   G  the gradient is wanted (the loss pass is the same either way: the loss is bitwise
+ *      identical with and without return_grad),
+ *   K  softcap on,
+ *   O  any of class weights / label smoothing / z-loss (runtime-checked inside; the plain
+ *      case carries no option test).
+ * The per-sample "finish" functions hold the formulas of steps 3-5 once, for the row path
+ * (one long row), the column path (B > 1) and the short-row blocks (transposed to columns).
+ */
+
+/* ------------------------------------------------------------------ per-element pieces */
+
+FCE_INLINE T S(cap_of)(T x, T cap, const int K) { return K ? cap * FCE_TANH(x / cap) : x; }
+
+/* d tanh-cap / dx at a capped value xc = c tanh(x / c) */
+FCE_INLINE T S(cap_slope)(T xc, T cap) { T t = xc / cap; return 1 - t * t; }
+
+/* w_c (m - x'_c), 0 for a zero weight or a zero distance (the 0 * inf cases) */
+FCE_INLINE double S(wdist_term)(double wc, double d) { return wc == 0.0 || d == 0.0 ? 0.0 : wc * d; }
+
+/* k_c of a probability target (see the header comment) */
+FCE_INLINE double S(prob_k)(T q, double wc, double keep, double spread, const int O)
+{
+    if (!O) return (double)q;
+    return spread != 0.0 ? (keep * (double)q + spread) * wc : (q == 0 ? 0.0 : (double)q * wc);
+}
+
+/* ------------------------------------------------------------------ per-sample finish */
+
+/*
+ * Class-index finish (steps 3-5): from m (capped max), dxy = m - x'_y (0 exactly when the
+ * target is the max), ey = e_y, r, wd = sum_c w_c (m - x'_c) (smoothing only), the target
+ * weight wy and the gradient scale g.  Gives the loss, the e_j coefficient kp, the w_j
+ * coefficient ks and the target's gradient gy.
+ */
+FCE_INLINE void S(ce_index_finish)(double m, double dxy, double ey, double r, double wd,
+                                   double wy, double g, double keep, double spread, double W,
+                                   double zl, const int O,
+                                   double *loss, double *kp, double *ks, double *gy)
+{
+    double s = r + ey, ls = fce_log_d(s), l1r = fce_log1p_d(r);
+    /* both arms computed, then selected: the loop over columns stays branch-free */
+    double nll = dxy == 0.0 ? l1r + (ey - 1.0) : dxy + ls;
+    if (!O) {
+        *loss = nll; *kp = g / s; *ks = 0.0; *gy = g * (-r / s);
+        return;
+    }
+    double lse = m + ls;
+    double l = keep * wy * nll, cp = keep * wy, ct = keep * wy * (-r / s);
+    double zc = zl != 0.0 ? 2.0 * zl * lse : 0.0;
+    l += spread != 0.0 ? spread * (wd + W * ls) : 0.0;
+    cp += spread != 0.0 ? spread * W : 0.0;
+    ct += spread != 0.0 ? spread * (W * (ey / s) - wy) : 0.0;
+    l += zl != 0.0 ? zl * lse * lse : 0.0;
+    cp += zc;
+    ct += zl != 0.0 ? zc * ey / s : 0.0;
+    *loss = l; *kp = g * cp / s; *ks = g * spread; *gy = g * ct;
+}
+
+/* Probability-target finish: loss and the p_j coefficient Kz = K + 2 z lse. */
+FCE_INLINE void S(ce_prob_finish)(double m, double rest, double qd, double Ks, double zl,
+                                  const int O, double *loss, double *Kz)
+{
+    double l1 = fce_log1p_d(rest), lse = m + l1;
+    double l = qd + (Ks == 0.0 ? 0.0 : Ks * l1);        /* no mass: 0 even for C = 0 */
+    *loss = O && zl != 0.0 ? l + zl * lse * lse : l;
+    *Kz = O && zl != 0.0 ? Ks + 2.0 * zl * lse : Ks;
+}
+
+FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
+{
+    double s = 1.0 + rest;
+    return (T)(e == (T)1 ? g * ((K - kj) - kj * rest) / s : g * ((double)e * K / s - kj));
+}
+
+/* ------------------------------------------------------------------ class indices, one row */
+
+/*
+ * The loss pass over a row: x'_j, e_j, r = sum_{j != skip} e_j and (WD) wd.  With a gradient
+ * (ST) it stores e_j, or x'_j under softcap (the gradient pass needs x'_j for the chain factor
+ * and recomputes e_j from it), into st, which may alias x.
+ */
+FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st, T cap,
+                                 const double *w, double *wd, const int ST, const int K,
+                                 const int WD)
+{
+    double acc[FCE_LANES] = {0}, wacc[FCE_LANES] = {0}, tail = 0.0, wtail = 0.0;
+    fce_idx j = 0;
+    int k;
+    for (; j + FCE_LANES <= n; j += FCE_LANES)
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) {
+            T v = S(cap_of)(x[j + k], cap, K);
+            T e = FCE_EXP(v - m);
+            if (ST) st[j + k] = K ? v : e;
+            acc[k] += j + k == skip ? 0.0 : (double)e;
+            if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
+        }
+    for (; j < n; j++) {
+        T v = S(cap_of)(x[j], cap, K);
+        T e = FCE_EXP(v - m);
+        if (ST) st[j] = K ? v : e;
+        tail += j == skip ? 0.0 : (double)e;
+        if (WD) wtail += S(wdist_term)(w ? w[j] : 1.0, (double)(m - v));
+    }
+    if (WD) *wd = fce_combine_lanes(wacc) + wtail;
+    return fce_combine_lanes(acc) + tail;
+}
+
+/* The gradient pass over a row: g_j = e_j kp - ks w_j (WS: smoothing on), times the softcap
+ * chain factor under K (g holds x'_j then, else e_j). */
+FCE_INLINE void S(row_ce_grad)(T *g, fce_idx n, T m, T kp, T ks, const double *w, T cap,
+                               const int K, const int WS)
+{
+    fce_idx j;
+    _Pragma("omp simd")
+    for (j = 0; j < n; j++) {
+        T e = K ? FCE_EXP(g[j] - m) : g[j];
+        T v = e * kp - (WS ? ks * (w ? (T)w[j] : (T)1) : (T)0);
+        g[j] = K ? v * S(cap_slope)(g[j], cap) : v;
+    }
+}
+
+FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_ce_args *a,
+                                T *gr, const int G, const int K, const int O)
+{
+    double keep = O ? 1.0 - a->eps : 1.0, spread = O ? a->eps / (double)C : 0.0;
+    const double *w = O ? a->w : NULL;
+    T cap = K ? (T)a->cap : (T)1;
+    int64_t y = a->tgt[sidx];
+    if (y == a->ignore || (uint64_t)y >= (uint64_t)C) {
+        /* out of range despite validation (the caller's target array changed under us):
+         * NaN, never an out-of-bounds access.  An ignored sample's gradient is 0 whatever its
+         * logits hold (NaN/inf padding included). */
+        a->loss[sidx] = y == a->ignore ? 0.0 : NAN;
+        if (G) memset(gr, 0, (size_t)C * sizeof(T));
+        return;
+    }
+    double wy = w ? w[y] : 1.0, wd = 0.0, loss, kp, ks, gy;
+    double g = G ? a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0) : 0.0;
+    T m = S(cap_of)(S(row_max)(xr, C), cap, K);
+    T xy = S(cap_of)(xr[y], cap, K);            /* read before an in-place gradient overwrites it */
+    int wdon = O && spread != 0.0;
+    double r = wdon ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 1)
+                    : S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 0);
+    double ey = (double)FCE_EXP(xy - m);
+    S(ce_index_finish)((double)m, (double)(m - xy), ey, r, wd, wy, g, keep, spread, O ? a->W : 0.0,
+                       O ? a->zl : 0.0, O, &loss, &kp, &ks, &gy);
+    a->loss[sidx] = loss;
+    if (!G) return;
+    if (wdon) S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 1);
+    else S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 0);
+    gr[y] = (T)gy * (K ? S(cap_slope)(xy, cap) : (T)1);
+}
+
+/* ------------------------------------------------------------------ class indices, columns */
+
+/* Loss pass of one class over bw columns (see row_ce_pass). */
+FCE_INLINE void S(col_ce_pass)(const T *xc, fce_idx c, fce_idx bw, const T *m, const int64_t *yy,
+                               T *gc, T cap, double wc, double *r, double *wd, const int ST,
+                               const int K, const int WD)
+{
+    fce_idx b;
+    for (b = 0; b < bw; b++) {
+        T v = S(cap_of)(xc[b], cap, K);
+        T e = FCE_EXP(v - m[b]);
+        if (ST) gc[b] = K ? v : e;
+        r[b] += c == yy[b] ? 0.0 : (double)e;
+        if (WD) wd[b] += S(wdist_term)(wc, (double)(m[b] - v));
+    }
+}
+
+/* Gradient pass of one class over bw columns; ignored samples get 0 (the select keeps NaN/inf
+ * logits of padding out of their zero gradient, softcap included). */
+FCE_INLINE void S(col_ce_grad)(T *gc, fce_idx bw, const T *m, const T *kp, const T *ks,
+                               const T *live, T wc, T cap, const int K, const int WS)
+{
+    fce_idx b;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        T e = K ? FCE_EXP(gc[b] - m[b]) : gc[b];
+        T v = e * kp[b] - (WS ? ks[b] * wc : (T)0);
+        v = K ? v * S(cap_slope)(gc[b], cap) : v;
+        gc[b] = live[b] != 0 ? v : (T)0;
+    }
+}
+
+/* bw samples laid out as columns: element (c, b) at xt[c*st + b]; gt may alias xt.
+ * Per-column scalars live in arrays of one width per loop (double for the loss math, T for the
+ * gradient pass, mask included) so that every loop over b vectorises. */
+FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                                 const fce_ce_args *a, T *gt, const int G, const int K,
+                                 const int O)
+{
+    double keep = O ? 1.0 - a->eps : 1.0, spread = O ? a->eps / (double)C : 0.0;
+    double W = O ? a->W : 0.0, zl = O ? a->zl : 0.0, gcoef = a->gcoef;
+    const double *w = O ? a->w : NULL, *gsc = a->gscale ? a->gscale + soff : NULL;
+    const int64_t *tg = a->tgt + soff;
+    int64_t ignore = a->ignore;
+    int wdon = O && spread != 0.0;
+    T cap = K ? (T)a->cap : (T)1;
+    T m[FCE_TILE], xy[FCE_TILE], live[FCE_TILE], kpt[FCE_TILE], kst[FCE_TILE];
+    double r[FCE_TILE], wd[FCE_TILE], gy[FCE_TILE], liv[FCE_TILE], bad[FCE_TILE], wyv[FCE_TILE];
+    int64_t yy[FCE_TILE];
+    double *loss = a->loss + soff;
+    fce_idx c, b;
+    S(col_max)(xt, C, st, bw, m);
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        int64_t y = tg[b];
+        int ign = y == ignore;
+        /* validated in Python; re-checked so a target changed under us gives NaN, not an
+         * out-of-bounds access */
+        int out_of_range = !ign && (uint64_t)y >= (uint64_t)C;
+        yy[b] = ign || out_of_range ? -1 : y;  /* -1 never matches a class below */
+        liv[b] = ign || out_of_range ? 0.0 : 1.0;
+        bad[b] = out_of_range ? NAN : 0.0;
+    }
+    /* gather the targets before an in-place gradient overwrites them; class 0 stands in for
+     * ignored samples (C == 0: there is no class to read) */
+    for (b = 0; b < bw; b++) {
+        T v = C > 0 ? xt[(yy[b] < 0 ? 0 : yy[b]) * st + b] : m[b];
+        xy[b] = S(cap_of)(yy[b] < 0 ? m[b] : v, cap, K);
+        m[b] = S(cap_of)(m[b], cap, K);
+        wyv[b] = w && yy[b] >= 0 ? w[yy[b]] : 1.0;
+        r[b] = 0.0; wd[b] = 0.0;
+    }
+    for (c = 0; c < C; c++) {
+        const T *xc = xt + c * st;
+        T *gc = G ? gt + c * st : NULL;
+        double wc = w ? w[c] : 1.0;
+        if (wdon) S(col_ce_pass)(xc, c, bw, m, yy, gc, cap, wc, r, wd, G, K, 1);
+        else S(col_ce_pass)(xc, c, bw, m, yy, gc, cap, wc, r, wd, G, K, 0);
+    }
+    /* the gradient scale first: a conditional load would keep the loop below from vectorising */
+    if (gsc)
+        for (b = 0; b < bw; b++) gy[b] = liv[b] * gcoef * gsc[b];
+    else
+        for (b = 0; b < bw; b++) gy[b] = liv[b] * gcoef;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        double l, kp, ks, gyb;
+        S(ce_index_finish)((double)m[b], (double)(m[b] - xy[b]), (double)FCE_EXP(xy[b] - m[b]), r[b],
+                           wd[b], wyv[b], gy[b], keep, spread, W, zl, O, &l, &kp, &ks, &gyb);
+        loss[b] = (liv[b] != 0.0 ? l : 0.0) + bad[b];
+        kpt[b] = (T)kp; kst[b] = (T)ks; gy[b] = gyb;
+        live[b] = (T)liv[b];
+    }
+    if (!G) return;
+    for (c = 0; c < C; c++) {
+        T wc = w ? (T)w[c] : (T)1;
+        if (wdon) S(col_ce_grad)(gt + c * st, bw, m, kpt, kst, live, wc, cap, K, 1);
+        else S(col_ce_grad)(gt + c * st, bw, m, kpt, kst, live, wc, cap, K, 0);
+    }
+    /* scatter of the target gradients: distinct columns, so no two lanes write one address */
+    for (b = 0; b < bw; b++)
+        if (yy[b] >= 0)
+            gt[yy[b] * st + b] = (T)gy[b] * (K ? S(cap_slope)(xy[b], cap) : (T)1);
+}
+
+/* ------------------------------------------------------------------ class indices, C = 2 */
+
+/*
+ * Two classes, no options, no softcap: a closed form on the row pairs in place (no transpose,
+ * no double-precision logs).  With d = x_other - x_y and e = exp(-|d|):
+ *   loss = softplus(d) = max(d, 0) + log1p(e)                       (one exp, one log per row)
+ *   dL/dx_other = g sigmoid(d) = -dL/dx_y,  sigmoid(d) = 1/(1+e) (d >= 0), e/(1+e) (d < 0)
+ * Every term is >= 0 and sigmoid is never formed as 1 - something, so confident rows keep
+ * their relative precision (loss ~ e).  d = +inf gives inf, -inf gives 0, NaN propagates; both
+ * logits -inf (a fully masked row) or any +inf logit gives NaN, as the general path does.  log1p(e) shares
+ * 1/(1+e) with the sigmoid, as bce_logits_one does.
+ */
+FCE_INLINE void S(ce_index_c2)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g,
+                               const int G, const int GS)
+{
+    const int64_t *tg = a->tgt + soff;
+    const double *gsc = a->gscale ? a->gscale + soff : NULL;
+    double *loss = a->loss + soff;
+    double gcoef = a->gcoef;
+    int64_t ignore = a->ignore;
+    fce_idx b;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        int64_t y = tg[b];
+        int ign = y == ignore, bad = !ign && (uint64_t)y >= 2u, y1 = y == 1;
+        T x0 = x[2 * b], x1 = x[2 * b + 1];
+        T d = y1 ? x0 - x1 : x1 - x0;
+        /* a +inf logit: NaN, as log_softmax (and the general path) give for an infinite max */
+        d = x0 == (T)INFINITY || x1 == (T)INFINITY ? (T)NAN : d;
+        T ad = d < 0 ? -d : d;
+        T e = FCE_EXP(-ad);
+        T w = 1 + e, inv = 1 / w;
+        T l = (d > 0 ? d : (T)0) + (FCE_LOG(w) + (e - (w - 1)) * inv);
+        loss[b] = bad ? (double)NAN : ign ? 0.0 : (double)l;
+        if (G) {
+            T sig = d >= 0 ? inv : e * inv;
+            T gv = (T)(GS ? gcoef * gsc[b] : gcoef) * sig;
+            int live = !ign && !bad;
+            g[2 * b] = live ? (y1 ? gv : -gv) : (T)0;
+            g[2 * b + 1] = live ? (y1 ? -gv : gv) : (T)0;
+        }
+    }
+}
+
+static void S(ce_index_c2_0)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g)
+{ S(ce_index_c2)(x, bw, soff, a, g, 0, 0); }
+
+/* ------------------------------------------------------------------ probability targets */
+
+/* Loss pass over a row: rest = s - 1 by counting the exact ones apart (as col_sumexp: the max
+ * contributes e = 1 exactly, so rest keeps full precision for confident rows, in one pass and
+ * identically with or without a gradient), qd = sum_j k_j (m - x'_j), Ks = sum_j k_j. */
+FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, T cap,
+                                 const double *w, double keep, double spread, double *rest,
+                                 double *qd, double *Ks, const int ST, const int K, const int O)
+{
+    double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0}, dacc[FCE_LANES] = {0};
+    double kacc[FCE_LANES] = {0};
+    double tail = 0.0, otail = 0.0, dtail = 0.0, ktail = 0.0;
+    fce_idx j = 0;
+    int k;
+    for (; j + FCE_LANES <= n; j += FCE_LANES)
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) {
+            T v = S(cap_of)(x[j + k], cap, K);
+            T e = FCE_EXP(v - m);
+            double one = (double)(e == (T)1);
+            double kk = S(prob_k)(q[j + k], w ? w[j + k] : 1.0, keep, spread, O);
+            if (ST) st[j + k] = K ? v : e;
+            acc[k] += (double)e - one;
+            ones[k] += one;
+            dacc[k] += S(wdist_term)(kk, (double)(m - v));
+            kacc[k] += kk;
+        }
+    for (; j < n; j++) {
+        T v = S(cap_of)(x[j], cap, K);
+        T e = FCE_EXP(v - m);
+        double one = (double)(e == (T)1);
+        double kk = S(prob_k)(q[j], w ? w[j] : 1.0, keep, spread, O);
+        if (ST) st[j] = K ? v : e;
+        tail += (double)e - one;
+        otail += one;
+        dtail += S(wdist_term)(kk, (double)(m - v));
+        ktail += kk;
+    }
+    *rest = (fce_combine_lanes(ones) + otail - 1.0) + (fce_combine_lanes(acc) + tail);
+    *qd = fce_combine_lanes(dacc) + dtail;
+    *Ks = fce_combine_lanes(kacc) + ktail;
+}
+
+FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx,
+                               const fce_ce_prob_args *a, T *gr, const int G, const int K,
+                               const int O)
+{
+    double keep = O ? 1.0 - a->eps : 1.0, spread = O ? a->eps / (double)C : 0.0;
+    const double *w = O ? a->w : NULL;
+    T cap = K ? (T)a->cap : (T)1;
+    double rest, qd, Ks, loss, Kz;
+    fce_idx j;
+    T m = S(cap_of)(S(row_max)(xr, C), cap, K);
+    S(row_prob_pass)(xr, qr, C, m, gr, cap, w, keep, spread, &rest, &qd, &Ks, G, K, O);
+    S(ce_prob_finish)((double)m, rest, qd, Ks, O ? a->zl : 0.0, O, &loss, &Kz);
+    a->loss[sidx] = loss;
+    if (!G) return;
+    double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+    _Pragma("omp simd")
+    for (j = 0; j < C; j++) {
+        T e = K ? FCE_EXP(gr[j] - m) : gr[j];
+        T v = S(ce_prob_grad)(e, S(prob_k)(qr[j], w ? w[j] : 1.0, keep, spread, O), Kz, rest, g);
+        gr[j] = K ? v * S(cap_slope)(gr[j], cap) : v;
+    }
+}
+
+FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st, fce_idx bw,
+                                fce_idx soff, const fce_ce_prob_args *a, T *gt, const int G,
+                                const int K, const int O)
+{
+    double keep = O ? 1.0 - a->eps : 1.0, spread = O ? a->eps / (double)C : 0.0;
+    double zl = O ? a->zl : 0.0;
+    const double *w = O ? a->w : NULL, *gsc = a->gscale ? a->gscale + soff : NULL;
+    T cap = K ? (T)a->cap : (T)1;
+    T m[FCE_TILE];
+    double rest[FCE_TILE], ones[FCE_TILE], qd[FCE_TILE], Ks[FCE_TILE], gg[FCE_TILE];
+    double *loss = a->loss + soff;
+    fce_idx c, b;
+    S(col_max)(xt, C, st, bw, m);
+    for (b = 0; b < bw; b++) {
+        m[b] = S(cap_of)(m[b], cap, K);
+        rest[b] = 0.0; ones[b] = 0.0; qd[b] = 0.0; Ks[b] = 0.0;
+    }
+    for (c = 0; c < C; c++) {
+        const T *xc = xt + c * st, *qc = qt + c * st;
+        T *gc = G ? gt + c * st : NULL;
+        double wc = w ? w[c] : 1.0;
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            T v = S(cap_of)(xc[b], cap, K);
+            T e = FCE_EXP(v - m[b]);
+            double one = (double)(e == (T)1);
+            double kk = S(prob_k)(qc[b], wc, keep, spread, O);
+            if (G) gc[b] = K ? v : e;
+            rest[b] += (double)e - one;
+            ones[b] += one;
+            qd[b] += S(wdist_term)(kk, (double)(m[b] - v));
+            Ks[b] += kk;
+        }
+    }
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        double l, Kz;
+        rest[b] = (ones[b] - 1.0) + rest[b];
+        S(ce_prob_finish)((double)m[b], rest[b], qd[b], Ks[b], zl, O, &l, &Kz);
+        loss[b] = l;
+        Ks[b] = Kz;                            /* from here on the p_j coefficient */
+    }
+    if (gsc)
+        for (b = 0; b < bw; b++) gg[b] = a->gcoef * gsc[b];
+    else
+        for (b = 0; b < bw; b++) gg[b] = a->gcoef;
+    if (!G) return;
+    for (c = 0; c < C; c++) {
+        T *gc = gt + c * st; const T *qc = qt + c * st;
+        double wc = w ? w[c] : 1.0;
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            T e = K ? FCE_EXP(gc[b] - m[b]) : gc[b];
+            T v = S(ce_prob_grad)(e, S(prob_k)(qc[b], wc, keep, spread, O), Ks[b], rest[b], gg[b]);
+            gc[b] = K ? v * S(cap_slope)(gc[b], cap) : v;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ entry points */
+
+/*
+ * Each kernel body is instantiated once per flag combination as an out-of-line function
+ * (FCE_CE_SPECIALISE), so the column body serves both column tiles and short-row blocks
+ * without being compiled twice; the item functions route by item kind.
+ */
+#define FCE_CE_SPEC1(NAME, G, K, O, PARAMS, ARGS)                                             \
+    static void S(NAME##_##G##K##O) PARAMS { S(NAME) ARGS; }
+#define FCE_CE_SPECIALISE(NAME, PARAMS, ARGS)                                                  \
+    FCE_CE_SPEC1(NAME, 0, 0, 0, PARAMS, (FCE_UNPACK ARGS, 0, 0, 0))                              \
+    FCE_CE_SPEC1(NAME, 1, 0, 0, PARAMS, (FCE_UNPACK ARGS, 1, 0, 0))                              \
+    FCE_CE_SPEC1(NAME, 0, 1, 0, PARAMS, (FCE_UNPACK ARGS, 0, 1, 0))                              \
+    FCE_CE_SPEC1(NAME, 1, 1, 0, PARAMS, (FCE_UNPACK ARGS, 1, 1, 0))                              \
+    FCE_CE_SPEC1(NAME, 0, 0, 1, PARAMS, (FCE_UNPACK ARGS, 0, 0, 1))                              \
+    FCE_CE_SPEC1(NAME, 1, 0, 1, PARAMS, (FCE_UNPACK ARGS, 1, 0, 1))                              \
+    FCE_CE_SPEC1(NAME, 0, 1, 1, PARAMS, (FCE_UNPACK ARGS, 0, 1, 1))                              \
+    FCE_CE_SPEC1(NAME, 1, 1, 1, PARAMS, (FCE_UNPACK ARGS, 1, 1, 1))
+#define FCE_UNPACK(...) __VA_ARGS__
+
+FCE_CE_SPECIALISE(ce_index_row,
+                  (const T *xr, fce_idx C, fce_idx sidx, const fce_ce_args *a, T *gr),
+                  (xr, C, sidx, a, gr))
+FCE_CE_SPECIALISE(ce_index_cols,
+                  (const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                   const fce_ce_args *a, T *gt),
+                  (xt, C, st, bw, soff, a, gt))
+FCE_CE_SPECIALISE(ce_prob_row,
+                  (const T *xr, const T *qr, fce_idx C, fce_idx sidx, const fce_ce_prob_args *a,
+                   T *gr),
+                  (xr, qr, C, sidx, a, gr))
+FCE_CE_SPECIALISE(ce_prob_cols,
+                  (const T *xt, const T *qt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                   const fce_ce_prob_args *a, T *gt),
+                  (xt, qt, C, st, bw, soff, a, gt))
+#undef FCE_CE_SPEC1
+#undef FCE_CE_SPECIALISE
+#undef FCE_UNPACK
+
+/* The flags of a call as an index: bit 2 gradient, bit 1 softcap, bit 0 other options (the
+ * order of the suffixes above, read as a binary number GKO). */
+#define FCE_CE_FLAGS(a, grad, opts) (((grad) != NULL) << 2 | ((a)->cap != 0.0) << 1 | (opts))
+#define FCE_CE_TABLE(NAME)                                                                     \
+    { S(NAME##_000), S(NAME##_001), S(NAME##_010), S(NAME##_011),                              \
+      S(NAME##_100), S(NAME##_101), S(NAME##_110), S(NAME##_111) }
+
+static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                             const fce_ce_args *a, void *gv)
+{
+    typedef void (*row_fn)(const T *, fce_idx, fce_idx, const fce_ce_args *, T *);
+    typedef void (*cols_fn)(const T *, fce_idx, fce_idx, fce_idx, fce_idx, const fce_ce_args *,
+                            T *);
+    static const row_fn rows[8] = FCE_CE_TABLE(ce_index_row);
+    static const cols_fn cols[8] = FCE_CE_TABLE(ce_index_cols);
+    const T *x = (const T *)xv; T *grad = (T *)gv;
+    int f = FCE_CE_FLAGS(a, grad, a->w != NULL || a->eps != 0.0 || a->zl != 0.0);
+    S(fce_item) it = S(decode)(A, C, B, item);
+    /* C = 2 without softcap/options: the loss always comes from the closed form, so it is
+     * bitwise the same with and without a gradient.  The gradient comes from the transposed
+     * block path: the closed form's G = 1 loop (interleaved pair stores) does not vectorise
+     * yet and measured 2.4x slower per row on AVX-512.  Order matters for an in-place
+     * gradient: the block result stays in buf until x has been read by the closed form. */
+    if (it.kind == FCE_BLOCK && C == 2 && (f & 3) == 0) {
+        T buf[2 * FCE_TILE];
+        if (grad) {
+            S(rows_to_cols)(x + it.off, C, it.bw, buf);
+            cols[f](buf, C, it.bw, it.bw, it.soff, a, buf);
+        }
+        S(ce_index_c2_0)(x + it.off, it.bw, it.soff, a, NULL);
+        if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
+    } else if (it.kind == FCE_ROW) {
+        rows[f](x + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
+    } else if (it.kind == FCE_COLS) {
+        cols[f](x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
+    } else {
+        T buf[FCE_SMALL_C * FCE_TILE];
+        S(rows_to_cols)(x + it.off, C, it.bw, buf);
+        cols[f](buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
+        if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
+    }
+}
+
+static void S(ce_prob_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                            const fce_ce_prob_args *a, void *gv)
+{
+    typedef void (*row_fn)(const T *, const T *, fce_idx, fce_idx, const fce_ce_prob_args *, T *);
+    typedef void (*cols_fn)(const T *, const T *, fce_idx, fce_idx, fce_idx, fce_idx,
+                            const fce_ce_prob_args *, T *);
+    static const row_fn rows[8] = FCE_CE_TABLE(ce_prob_row);
+    static const cols_fn cols[8] = FCE_CE_TABLE(ce_prob_cols);
+    const T *x = (const T *)xv, *q = (const T *)a->q; T *grad = (T *)gv;
+    int f = FCE_CE_FLAGS(a, grad, a->w != NULL || a->eps != 0.0 || a->zl != 0.0);
+    S(fce_item) it = S(decode)(A, C, B, item);
+    if (it.kind == FCE_ROW) {
+        rows[f](x + it.off, q + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
+    } else if (it.kind == FCE_COLS) {
+        cols[f](x + it.off, q + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
+    } else {
+        T buf[FCE_SMALL_C * FCE_TILE], qbuf[FCE_SMALL_C * FCE_TILE];
+        S(rows_to_cols)(x + it.off, C, it.bw, buf);
+        S(rows_to_cols)(q + it.off, C, it.bw, qbuf);
+        cols[f](buf, qbuf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
+        if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
+    }
+}
+#undef FCE_CE_FLAGS
+#undef FCE_CE_TABLE
+
+/* ------------------------------------------------------------------ NLL */
+
+/* loss_n = -w_y x_y; dL/dx = -g w_y at the target, 0 elsewhere. */
+static void S(nll_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
+                        const fce_ce_args *a, void *gv)
+{
+    const T *x = (const T *)xv; T *grad = (T *)gv;
+    S(fce_item) it = S(decode)(A, C, B, item);
+    /* element (c, b) of the item sits at off + c*cs + b*bs */
+    fce_idx cs = it.kind == FCE_COLS ? B : 1, bs = it.kind == FCE_COLS ? 1 : C;
+    fce_idx b, c;
+    for (b = 0; b < it.bw; b++) {
+        fce_idx sidx = it.soff + b, base = it.off + b * bs;
+        int64_t y = a->tgt[sidx];
+        int out_of_range = y != a->ignore && (uint64_t)y >= (uint64_t)C;   /* see ce_index_row */
+        int ign = y == a->ignore || out_of_range;
+        double wy = ign ? 0.0 : (a->w ? a->w[y] : 1.0);
+        /* read before zeroing: grad may alias x */
+        a->loss[sidx] = out_of_range ? NAN : ign ? 0.0 : -wy * (double)x[base + y * cs];
+        if (!grad) continue;
+        for (c = 0; c < C; c++) grad[base + c * cs] = 0;
+        if (!ign) grad[base + y * cs] = (T)(-a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0) * wy);
+    }
+}

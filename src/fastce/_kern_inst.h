@@ -1,0 +1,34 @@
+/*
+ * One ISA's instantiation: the kernel template (_kern_body.h) once per dtype, with names
+ * suffixed _<f|d>_<FCE_ISA_TAG>.  Included by _kernels.h inside that ISA's target region.
+ */
+#define FCE_CAT3_(a, b, c) a##_##b##_##c
+#define FCE_CAT3(a, b, c) FCE_CAT3_(a, b, c)
+
+#define FCE_T float
+#define FCE_SUF(name) FCE_CAT3(name, f, FCE_ISA_TAG)
+#define FCE_EXP fce_exp_f
+#define FCE_LOG fce_log_f
+#define FCE_LOG1P fce_log1p_f
+#define FCE_TANH fce_tanh_f
+#include "_kern_body.h"
+#undef FCE_T
+#undef FCE_SUF
+#undef FCE_EXP
+#undef FCE_LOG
+#undef FCE_LOG1P
+#undef FCE_TANH
+
+#define FCE_T double
+#define FCE_SUF(name) FCE_CAT3(name, d, FCE_ISA_TAG)
+#define FCE_EXP fce_exp_d
+#define FCE_LOG fce_log_d
+#define FCE_LOG1P fce_log1p_d
+#define FCE_TANH fce_tanh_d
+#include "_kern_body.h"
+#undef FCE_T
+#undef FCE_SUF
+#undef FCE_EXP
+#undef FCE_LOG
+#undef FCE_LOG1P
+#undef FCE_TANH
