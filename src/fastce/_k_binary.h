@@ -63,13 +63,16 @@ FCE_INLINE T S(bce_one)(T p, T yv, T unused, T wv, T gs, T *g)
 #define FCE_BIN_CHUNK(NAME, ONE)                                                               \
 FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const fce_bin_args *a, T *grad,      \
                                 const int has_loss, const int has_grad, const int has_w,       \
-                                const int has_gs)                                              \
+                                const int has_gs, const int has_pw)                            \
 {                                                                                              \
     fce_idx start = item * a->rows_per_chunk * a->K;                                           \
     fce_idx stop = start + a->rows_per_chunk * a->K;                                           \
     fce_idx i0, k0;                                                                            \
     int l;                                                                                     \
     double acc[FCE_LANES] = {0}, tail = 0.0;                                                   \
+    /* the scale in a local: a store through grad (T = double) could otherwise alias a->gcoef \
+     * and force a reload per element */                                                     \
+    const double gcoef = a->gcoef;                                                             \
     if (stop > a->n) stop = a->n;                                                              \
     for (i0 = start; i0 < stop; i0 += a->K) {                                                  \
         fce_idx len = stop - i0 < a->K ? stop - i0 : a->K;                                     \
@@ -82,8 +85,8 @@ FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const fce_bin_args *a,
             for (l = 0; l < FCE_LANES; l++) {                                                  \
                 fce_idx k = k0 + l;                                                            \
                 T g;                                                                           \
-                T v = S(ONE)(xr[k], yr[k], pw ? pw[k] : (T)1, has_w ? wr[k] : (T)1,      \
-                             (T)(has_gs ? a->gcoef * (double)gsr[k] : a->gcoef), &g);          \
+                T v = S(ONE)(xr[k], yr[k], has_pw ? pw[k] : (T)1, has_w ? wr[k] : (T)1,  \
+                             (T)(has_gs ? gcoef * (double)gsr[k] : gcoef), &g);                \
                 if (has_loss) lr[k] = v;                                                       \
                 if (has_grad) gr[k] = g;                                                       \
                 acc[l] += (double)v;                                                           \
@@ -91,8 +94,8 @@ FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const fce_bin_args *a,
         }                                                                                      \
         for (; k0 < len; k0++) {                                                               \
             T g;                                                                               \
-            T v = S(ONE)(xr[k0], yr[k0], pw ? pw[k0] : (T)1, has_w ? wr[k0] : (T)1,      \
-                         (T)(has_gs ? a->gcoef * (double)gsr[k0] : a->gcoef), &g);             \
+            T v = S(ONE)(xr[k0], yr[k0], has_pw ? pw[k0] : (T)1, has_w ? wr[k0] : (T)1,  \
+                         (T)(has_gs ? gcoef * (double)gsr[k0] : gcoef), &g);                   \
             if (has_loss) lr[k0] = v;                                                          \
             if (has_grad) gr[k0] = g;                                                          \
             tail += (double)v;                                                                 \
@@ -105,25 +108,31 @@ FCE_BIN_CHUNK(bce_logits, bce_logits_one)
 FCE_BIN_CHUNK(bce, bce_one)
 #undef FCE_BIN_CHUNK
 
-/* Expands to a call of CHUNK with the runtime flags turned into constants (16 variants). */
-#define FCE_BIN_DISPATCH(CHUNK)                                                                \
+/* Expands to a call of CHUNK with the runtime flags turned into constants.  pos_weight is one
+ * of them: a run-time "pw ? pw[k] : 1" inside the vector loop compiles to a masked load that
+ * stalls the loop even when there is no pos_weight. */
+#define FCE_BIN_SWITCH(CHUNK, PW)                                                              \
     do {                                                                                       \
         int flags = (a->loss != NULL) | (grad != NULL) << 1 | (a->w != NULL) << 2              \
                   | (grad != NULL && a->gscale != NULL) << 3;                                  \
         switch (flags) {                                                                       \
-        case 0: CHUNK(x, item, a, grad, 0, 0, 0, 0); break;                                    \
-        case 1: CHUNK(x, item, a, grad, 1, 0, 0, 0); break;                                    \
-        case 2: CHUNK(x, item, a, grad, 0, 1, 0, 0); break;                                    \
-        case 3: CHUNK(x, item, a, grad, 1, 1, 0, 0); break;                                    \
-        case 4: CHUNK(x, item, a, grad, 0, 0, 1, 0); break;                                    \
-        case 5: CHUNK(x, item, a, grad, 1, 0, 1, 0); break;                                    \
-        case 6: CHUNK(x, item, a, grad, 0, 1, 1, 0); break;                                    \
-        case 7: CHUNK(x, item, a, grad, 1, 1, 1, 0); break;                                    \
-        case 10: CHUNK(x, item, a, grad, 0, 1, 0, 1); break;                                   \
-        case 11: CHUNK(x, item, a, grad, 1, 1, 0, 1); break;                                   \
-        case 14: CHUNK(x, item, a, grad, 0, 1, 1, 1); break;                                   \
-        default: CHUNK(x, item, a, grad, 1, 1, 1, 1); break;                                   \
+        case 0: CHUNK(x, item, a, grad, 0, 0, 0, 0, PW); break;                                \
+        case 1: CHUNK(x, item, a, grad, 1, 0, 0, 0, PW); break;                                \
+        case 2: CHUNK(x, item, a, grad, 0, 1, 0, 0, PW); break;                                \
+        case 3: CHUNK(x, item, a, grad, 1, 1, 0, 0, PW); break;                                \
+        case 4: CHUNK(x, item, a, grad, 0, 0, 1, 0, PW); break;                                \
+        case 5: CHUNK(x, item, a, grad, 1, 0, 1, 0, PW); break;                                \
+        case 6: CHUNK(x, item, a, grad, 0, 1, 1, 0, PW); break;                                \
+        case 7: CHUNK(x, item, a, grad, 1, 1, 1, 0, PW); break;                                \
+        case 10: CHUNK(x, item, a, grad, 0, 1, 0, 1, PW); break;                               \
+        case 11: CHUNK(x, item, a, grad, 1, 1, 0, 1, PW); break;                               \
+        case 14: CHUNK(x, item, a, grad, 0, 1, 1, 1, PW); break;                               \
+        default: CHUNK(x, item, a, grad, 1, 1, 1, 1, PW); break;                               \
         }                                                                                      \
+    } while (0)
+#define FCE_BIN_DISPATCH(CHUNK)                                                                \
+    do {                                                                                       \
+        if (a->pw) FCE_BIN_SWITCH(CHUNK, 1); else FCE_BIN_SWITCH(CHUNK, 0);                    \
     } while (0)
 
 static void S(bce_logits_item)(const void *xv, fce_idx item, const fce_bin_args *a, void *gv)
@@ -138,4 +147,5 @@ static void S(bce_item)(const void *xv, fce_idx item, const fce_bin_args *a, voi
     FCE_BIN_DISPATCH(S(bce_chunk));
 }
 #undef FCE_BIN_DISPATCH
+#undef FCE_BIN_SWITCH
 
