@@ -105,7 +105,8 @@ def _torch_grad(x, t, kw):
     return np.moveaxis(xt.grad.numpy(), -1, axis)
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))
+@settings(max_examples=300, deadline=None, derandomize=True,
+          suppress_health_check=list(HealthCheck))   # same examples in every CI run
 @given(case=cases())
 def test_cross_entropy_fuzz(case):
     x, t, kw = case
@@ -122,7 +123,10 @@ def test_cross_entropy_fuzz(case):
     # item 2: an infinite / overflowing weight of an unused class changes nothing; with
     # smoothing the uniform part reaches that class and the loss is +inf, as in the reference
     # (NaN only for a mean over all-ignored samples)
-    np.testing.assert_allclose(np.asarray(loss, np.float64), want, rtol=rtol, atol=rtol,
+    # (the reference rounded to the result dtype: a 1e39 weight can overflow float32 to inf)
+    with np.errstate(over="ignore"):
+        want_r = np.asarray(want).astype(x.dtype).astype(np.float64)
+    np.testing.assert_allclose(np.asarray(loss, np.float64), want_r, rtol=rtol, atol=rtol,
                                equal_nan=True)
     if not (_finite_weights(kw) or kw["label_smoothing"] == 0.0):
         return
