@@ -23,9 +23,10 @@ from setuptools.command.build_ext import build_ext
 
 MODULES = ["_softmax", "_ce", "_binary", "_threads", "_fastpath", "_div"]
 # Kernel families each module compiles (FCE_FAMILIES in _kernels.h: 1 row ops, 2 CE/NLL,
-# 4 binary losses); _threads includes only the ISA resolver, _fastpath no kernel header,
+# 4 binary losses); _threads includes only the ISA resolver, _fastpath the argument structs
+# only (it calls the _ce / _binary drivers through their .pxd),
 # _div its own header.
-FAMILIES = {"_softmax": 1, "_ce": 2, "_binary": 4}
+FAMILIES = {"_softmax": 1, "_ce": 2, "_binary": 4, "_fastpath": 0}
 KERNEL_HEADERS = [f"src/fastce/{h}" for h in (
     "_simd.h", "_isa.h", "_kernels.h", "_kern_inst.h", "_kern_body.h", "_k_layout.h",
     "_k_reduce.h", "_k_rowops.h", "_k_ce.h", "_k_binary.h", "_div_body.h")]
@@ -234,7 +235,8 @@ extensions = [
         f"fastce.{name}",
         [f"src/fastce/{name}.pyx"],
         include_dirs=[np.get_include(), "src/fastce"],
-        depends=KERNEL_HEADERS + ["src/fastce/_kernels.pxd", "src/fastce/_buffers.pxi",
+        depends=KERNEL_HEADERS + ["src/fastce/_kernels.pxd", "src/fastce/_ce.pxd",
+                                  "src/fastce/_binary.pxd", "src/fastce/_buffers.pxi",
                                   "src/fastce/_dispatch.pxi"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
         + ([("FCE_FAMILIES", str(FAMILIES[name]))] if name in FAMILIES else []),

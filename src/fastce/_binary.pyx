@@ -18,7 +18,7 @@ def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss,
     """kind: "logits" or "probs".  w: full-size weights or None; pw: (K,) or None."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(x)
     cdef Py_ssize_t chunk = rows_per_chunk * K
-    cdef fce_idx i, nitems = (n + chunk - 1) // chunk if n else 0
+    cdef fce_idx nitems = (n + chunk - 1) // chunk if n else 0
     cdef bint logits = kind == "logits"
     cdef int tn
     cdef int dt = _dtype_code(x, &tn)
@@ -34,8 +34,22 @@ def binary(str kind, x, y, w, pw, Py_ssize_t K, Py_ssize_t rows_per_chunk, loss,
     a.gcoef = gcoef
     a.gscale = _optr(gscale, tn, n, False)
     with nogil:
-        for i in prange(nitems, num_threads=nthreads, schedule="guided"):
+        run_binary(dt, logits, xp, nitems, &a, gp, nthreads)
+
+
+cdef void run_binary(int dt, bint logits, const void *xp, fce_idx nitems, const fce_bin_args *a,
+                     void *gp, int nthreads) noexcept nogil:
+    """Every chunk of a binary-loss call; one thread runs a plain loop (no OpenMP region)."""
+    cdef fce_idx i
+    if nthreads <= 1:
+        for i in range(nitems):
             if logits:
-                fce_bce_logits_item(dt, xp, i, &a, gp)
+                fce_bce_logits_item(dt, xp, i, a, gp)
             else:
-                fce_bce_item(dt, xp, i, &a, gp)
+                fce_bce_item(dt, xp, i, a, gp)
+        return
+    for i in prange(nitems, num_threads=nthreads, schedule="guided"):
+        if logits:
+            fce_bce_logits_item(dt, xp, i, a, gp)
+        else:
+            fce_bce_item(dt, xp, i, a, gp)

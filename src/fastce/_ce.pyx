@@ -22,7 +22,6 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
                         double z_loss=0.0, double softcap=0.0):
     """Class-index targets.  nll=True: `x` holds log-probabilities and no smoothing applies.
     softcap=0 means no softcap."""
-    cdef fce_idx i, n = fce_n_items(A, C, B)
     cdef Py_ssize_t size = A * C * B, ns = A * B
     cdef int tn
     cdef int dt = _dtype_code(x, &tn)
@@ -36,11 +35,27 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
     a.gscale = <const double *>_optr(gscale, cnp.NPY_FLOAT64, ns, False)
     a.gcoef = gcoef; a.zl = z_loss; a.cap = softcap
     with nogil:
-        for i in prange(n, num_threads=nthreads, schedule="guided"):
+        run_ce_index(dt, xp, A, C, B, &a, gp, nthreads, nll)
+
+
+cdef void run_ce_index(int dt, const void *xp, fce_idx A, fce_idx C, fce_idx B,
+                       const fce_ce_args *a, void *gp, int nthreads, bint nll) noexcept nogil:
+    """Every item of a class-index CE / NLL call.  One thread runs a plain loop: an OpenMP
+    parallel region of one thread still costs ~1,500 instructions (GOMP_parallel), more than
+    the kernel of a (32, 10) mini-batch."""
+    cdef fce_idx i, n = fce_n_items(A, C, B)
+    if nthreads <= 1:
+        for i in range(n):
             if nll:
-                fce_nll_item(dt, xp, A, C, B, i, &a, gp)
+                fce_nll_item(dt, xp, A, C, B, i, a, gp)
             else:
-                fce_ce_index_item(dt, xp, A, C, B, i, &a, gp)
+                fce_ce_index_item(dt, xp, A, C, B, i, a, gp)
+        return
+    for i in prange(n, num_threads=nthreads, schedule="guided"):
+        if nll:
+            fce_nll_item(dt, xp, A, C, B, i, a, gp)
+        else:
+            fce_ce_index_item(dt, xp, A, C, B, i, a, gp)
 
 
 def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ssize_t C,
@@ -61,5 +76,9 @@ def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ss
     a.gscale = <const double *>_optr(gscale, cnp.NPY_FLOAT64, ns, False)
     a.gcoef = gcoef; a.zl = z_loss; a.cap = softcap
     with nogil:
-        for i in prange(n, num_threads=nthreads, schedule="guided"):
-            fce_ce_prob_item(dt, xp, A, C, B, i, &a, gp)
+        if nthreads <= 1:          # (no OpenMP region for one thread, see run_ce_index)
+            for i in range(n):
+                fce_ce_prob_item(dt, xp, A, C, B, i, &a, gp)
+        else:
+            for i in prange(n, num_threads=nthreads, schedule="guided"):
+                fce_ce_prob_item(dt, xp, A, C, B, i, &a, gp)

@@ -26,19 +26,29 @@ buffers, and the same fixed-order sum (pairwise_sum, used by both paths).
 """
 import numpy as np
 cimport numpy as cnp
+from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport isfinite, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, int32_t
 
-from . import _ce, _binary
+from ._kernels cimport fce_ce_args, fce_bin_args, FCE_F32, FCE_F64
+from ._ce cimport run_ce_index
+from ._binary cimport run_binary
 from . import _parallel
 
 cnp.import_array()
 
+cdef extern from "numpy/arrayobject.h":
+    # (not in numpy's .pxd) a NumPy scalar of `descr` from the bytes at data; descr borrowed
+    object PyArray_Scalar(void *data, cnp.dtype descr, object base)
+
 SLOW = object()        # "not canonical: take the general path"
 
-cdef object _f32 = np.float32
-cdef object _f64 = np.float64
+cdef cnp.dtype _f32 = np.dtype(np.float32)
+cdef cnp.dtype _f64 = np.dtype(np.float64)
 cdef Py_ssize_t _BINARY_CHUNK = 1 << 14
+# Below this many elements the kernel runs with the GIL held: releasing and re-taking it costs
+# more than such a call's kernel, and no other Python thread gets useful time in between.
+cdef Py_ssize_t _NOGIL_MIN_ELEMENTS = 1 << 14
 
 
 # --------------------------------------------------------------------------- summation
@@ -151,7 +161,17 @@ cdef inline int _nthreads(Py_ssize_t n, str family):
 
 
 cdef object _scalar(double v, int typenum):
-    return (_f32 if typenum == cnp.NPY_FLOAT32 else _f64)(v)
+    """np.float32 / np.float64 scalar of v, built from its bytes (calling np.float32(v) costs
+    ~2,000 instructions of argument parsing, ten times this)."""
+    cdef float f
+    if typenum == cnp.NPY_FLOAT32:
+        f = <float>v
+        return PyArray_Scalar(&f, _f32, None)
+    return PyArray_Scalar(&v, _f64, None)
+
+
+cdef inline int _dt(int typenum) noexcept nogil:
+    return FCE_F32 if typenum == cnp.NPY_FLOAT32 else FCE_F64
 
 
 cdef int _reduction_code(object reduction):
@@ -187,15 +207,19 @@ cdef object _per_sample(cnp.ndarray loss, int typenum):
 def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoothing, axis,
                z_loss, softcap, return_grad, grad_output, out):
     """cross_entropy (nll=False) / nll_loss (nll=True) for canonical inputs; SLOW otherwise."""
-    cdef cnp.ndarray xa, ta, ti, loss
+    cdef cnp.ndarray xa, ta, loss_arr = None
     cdef Py_ssize_t N, C, i, ignored = 0
     cdef long long ign, v
     cdef const int64_t *t64
     cdef const int32_t *t32
-    cdef int64_t *tcopy
-    cdef int red, typenum
-    cdef double eps, zl, g, denom, total
+    cdef int64_t *tcopy = NULL
+    cdef double *lossp = NULL
+    cdef int red, typenum, nth
+    cdef double eps, zl, g, denom, total, gcoef
     cdef bint want_grad
+    cdef fce_ce_args a
+    cdef void *gp = NULL
+    cdef const void *xp
     if weight is not None or softcap is not None or not _canonical_float(x):
         return SLOW
     xa = <cnp.ndarray>x
@@ -229,50 +253,71 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
     if cnp.PyArray_NDIM(ta) != 1 or cnp.PyArray_DIM(ta, 0) != N or not _plain_layout(ta):
         return SLOW
     typenum = cnp.PyArray_TYPE(ta)
-    if typenum == cnp.NPY_INT64:
-        t64 = <const int64_t *>cnp.PyArray_DATA(ta)
-        for i in range(N):
-            v = t64[i]
-            if v == ign:
-                ignored += 1
-            elif v < 0 or v >= C:
-                return SLOW          # the general path names the offending value
-        ti = ta
-    elif typenum == cnp.NPY_INT32:
-        ti = cnp.PyArray_EMPTY(1, cnp.PyArray_DIMS(ta), cnp.NPY_INT64, 0)
-        t32 = <const int32_t *>cnp.PyArray_DATA(ta)
-        tcopy = <int64_t *>cnp.PyArray_DATA(ti)
-        for i in range(N):
-            v = t32[i]
-            tcopy[i] = v
-            if v == ign:
-                ignored += 1
-            elif v < 0 or v >= C:
-                return SLOW
-    else:
+    if typenum != cnp.NPY_INT64 and typenum != cnp.NPY_INT32:
         return SLOW
     grad = None
     if want_grad:
         grad = _grad_buffer(xa, out, (ta,))
         if grad is None:
             return SLOW
-    typenum = cnp.PyArray_TYPE(xa)
-    denom = <double>(N - ignored)
-    loss = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&N, cnp.NPY_FLOAT64, 0)
-    if red == 0:
-        gcoef = g / denom if denom != 0.0 else 0.0
-    elif red == 1:
-        gcoef = g
-    else:
-        gcoef = 1.0
-    _ce.cross_entropy_index(xa, ti, None, <double>C, ign, eps, N, C, 1, loss, grad,
-                            gcoef if want_grad else 0.0, None,
-                            _nthreads(N * C, "ce_rows" if C > 16 else "ce_small"), nll, zl, 0.0)
+        gp = cnp.PyArray_DATA(<cnp.ndarray>grad)
     if red == 2:
-        value = _per_sample(loss, typenum)
-    else:
-        total = _pairwise(<const double *>cnp.PyArray_DATA(loss), N)
-        value = _scalar(_ieee_div(total, denom) if red == 0 else total, typenum)
+        loss_arr = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&N, cnp.NPY_FLOAT64, 0)
+        lossp = <double *>cnp.PyArray_DATA(loss_arr)
+    try:
+        if typenum == cnp.NPY_INT64:
+            t64 = <const int64_t *>cnp.PyArray_DATA(ta)
+            for i in range(N):
+                v = t64[i]
+                if v == ign:
+                    ignored += 1
+                elif v < 0 or v >= C:
+                    return SLOW          # the general path names the offending value
+        else:
+            # the kernels read int64 targets: widen into a scratch copy while checking
+            tcopy = <int64_t *>PyMem_Malloc(N * sizeof(int64_t))
+            if tcopy == NULL:
+                raise MemoryError()
+            t32 = <const int32_t *>cnp.PyArray_DATA(ta)
+            for i in range(N):
+                v = t32[i]
+                tcopy[i] = v
+                if v == ign:
+                    ignored += 1
+                elif v < 0 or v >= C:
+                    return SLOW
+            t64 = tcopy
+        if lossp == NULL:
+            lossp = <double *>PyMem_Malloc(N * sizeof(double))
+            if lossp == NULL:
+                raise MemoryError()
+        typenum = cnp.PyArray_TYPE(xa)
+        denom = <double>(N - ignored)
+        if red == 0:
+            gcoef = g / denom if denom != 0.0 else 0.0
+        elif red == 1:
+            gcoef = g
+        else:
+            gcoef = 1.0
+        a.tgt = t64; a.w = NULL; a.W = <double>C; a.ignore = ign; a.eps = eps
+        a.loss = lossp; a.gscale = NULL; a.gcoef = gcoef if want_grad else 0.0
+        a.zl = zl; a.cap = 0.0
+        xp = cnp.PyArray_DATA(xa)
+        nth = _nthreads(N * C, "ce_rows" if C > 16 else "ce_small")
+        if N * C < _NOGIL_MIN_ELEMENTS:
+            run_ce_index(_dt(typenum), xp, N, C, 1, &a, gp, nth, nll)
+        else:
+            with nogil:
+                run_ce_index(_dt(typenum), xp, N, C, 1, &a, gp, nth, nll)
+        if red == 2:
+            value = _per_sample(loss_arr, typenum)
+        else:
+            total = _pairwise(lossp, N)
+            value = _scalar(_ieee_div(total, denom) if red == 0 else total, typenum)
+    finally:
+        PyMem_Free(tcopy)
+        if loss_arr is None:
+            PyMem_Free(lossp)
     if want_grad:
         return value, grad
     return value
@@ -283,11 +328,15 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
 def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad, grad_output,
                 out):
     """BCE with logits / from probabilities for canonical inputs; SLOW otherwise."""
-    cdef cnp.ndarray xa, ya, loss_arr, chunk_sum
+    cdef cnp.ndarray xa, ya
     cdef Py_ssize_t n, nchunks, k
-    cdef int red, typenum
+    cdef int red, typenum, nth
     cdef double g, total, gcoef
+    cdef double *chunk_sum
     cdef bint want_grad
+    cdef fce_bin_args a
+    cdef const void *xp
+    cdef void *gp
     if weight is not None or pos_weight is not None or not _canonical_float(x):
         return SLOW
     xa = <cnp.ndarray>x
@@ -321,7 +370,6 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
         if grad is None:
             return SLOW
     nchunks = (n + _BINARY_CHUNK - 1) // _BINARY_CHUNK
-    chunk_sum = cnp.PyArray_EMPTY(1, <cnp.npy_intp *>&nchunks, cnp.NPY_FLOAT64, 0)
     loss_arr = (cnp.PyArray_EMPTY(cnp.PyArray_NDIM(xa), cnp.PyArray_DIMS(xa), typenum, 0)
                 if red == 2 else None)
     if red == 0:
@@ -330,12 +378,27 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
         gcoef = g
     else:
         gcoef = 1.0
-    _binary.binary(kind, xa, ya, None, None, _BINARY_CHUNK, 1, loss_arr, chunk_sum, grad,
-                   gcoef if want_grad else 0.0, None, _nthreads(n, "binary"))
+    chunk_sum = <double *>PyMem_Malloc(nchunks * sizeof(double))
+    if chunk_sum == NULL:
+        raise MemoryError()
+    a.y = cnp.PyArray_DATA(ya); a.w = NULL; a.pw = NULL
+    a.K = _BINARY_CHUNK; a.rows_per_chunk = 1; a.n = n      # (as the general path without pos_weight)
+    a.loss = cnp.PyArray_DATA(<cnp.ndarray>loss_arr) if red == 2 else NULL
+    a.chunk_sum = chunk_sum; a.gscale = NULL; a.gcoef = gcoef if want_grad else 0.0
+    xp = cnp.PyArray_DATA(xa)
+    gp = cnp.PyArray_DATA(<cnp.ndarray>grad) if want_grad else NULL
+    nth = _nthreads(n, "binary")
+    if n < _NOGIL_MIN_ELEMENTS:
+        run_binary(_dt(typenum), True, xp, nchunks, &a, gp, nth)
+    else:
+        with nogil:
+            run_binary(_dt(typenum), True, xp, nchunks, &a, gp, nth)
     if red == 2:
+        PyMem_Free(chunk_sum)
         value = loss_arr
     else:
-        total = _pairwise(<const double *>cnp.PyArray_DATA(chunk_sum), nchunks)
+        total = _pairwise(chunk_sum, nchunks)
+        PyMem_Free(chunk_sum)
         value = _scalar(total / <double>n if red == 0 else total, typenum)
     if want_grad:
         return value, grad

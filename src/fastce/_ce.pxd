@@ -1,0 +1,6 @@
+# C-level entry of the cross-entropy driver, for the per-call fast path (_fastpath.pyx), which
+# has already proven every buffer canonical and calls it without a Python-level call.
+from ._kernels cimport fce_idx, fce_ce_args
+
+cdef void run_ce_index(int dt, const void *xp, fce_idx A, fce_idx C, fce_idx B,
+                       const fce_ce_args *a, void *gp, int nthreads, bint nll) noexcept nogil
