@@ -344,3 +344,19 @@ def test_double_backward_is_refused():
     (g,) = torch.autograd.grad(fct.cross_entropy(x, torch.tensor([0, 1, 2])), x, create_graph=True)
     with pytest.raises(RuntimeError):
         g.sum().backward()
+
+
+def test_lazily_negated_views_are_materialised():
+    # torch._neg_view gives a tensor whose negation is a pending bit, not applied to its memory;
+    # the adapter must see the negated values (torch.neg(x) as the reference).
+    x = torch.randn(6, 5, dtype=torch.float64)
+    t = torch.tensor([0, 1, 2, 3, 4, 0])
+    v = torch._neg_view(x)
+    assert v.is_neg()
+    got = fct.cross_entropy(v, t)
+    want = F.cross_entropy(torch.neg(x), t)
+    assert torch.allclose(got, want, rtol=1e-12, atol=0)
+    y = (torch.rand(6, 5, dtype=torch.float64) > 0.5).double()
+    got = fct.binary_cross_entropy_with_logits(v, y)
+    want = F.binary_cross_entropy_with_logits(torch.neg(x), y)
+    assert torch.allclose(got, want, rtol=1e-12, atol=0)

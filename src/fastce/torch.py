@@ -48,11 +48,16 @@ def _device_of(t: Tensor) -> torch.device:
     return t.device
 
 
+_cpu_device_of = _device_of      # (tests replace _device_of to simulate an accelerator)
+
+
 def _check_cpu(t: Optional[Tensor], name: str) -> None:
     if t is None:
         return
     if not isinstance(t, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor; got {type(t).__name__}")
+    if t.is_cpu and _device_of is _cpu_device_of:
+        return                    # (the common case without building a device object)
     dev = _device_of(t)
     if dev.type != "cpu":
         raise ValueError(
@@ -79,7 +84,9 @@ def _float_numpy(t: Tensor, name: str) -> np.ndarray:
     t = t.detach()
     if t.dtype not in _NUMPY_FLOATS:
         t = t.to(torch.float32)
-    return t.resolve_conj().resolve_neg().numpy()
+    if t.is_neg():                # a lazily negated view (torch's neg bit): materialise it
+        t = t.resolve_neg()
+    return t.numpy()              # (a real tensor never has the conjugate bit)
 
 
 def _any_numpy(t: Tensor) -> np.ndarray:
