@@ -447,6 +447,212 @@ def test_entropy_special_rows_and_chunks(rng):
     assert grad.chunks == xd.chunks
 
 
+# --------------------------------------------------------------------------- nll_loss
+
+def _ref_nll(lp, t, w, ignore, reduction):
+    """float64 NumPy reference: -w[y] lp[n, y], mean over sum of kept weights."""
+    lp = np.asarray(lp, dtype=np.float64)
+    kept = t != ignore
+    ts = np.where(kept, t, 0)
+    wy = np.where(kept, 1.0 if w is None else np.asarray(w, np.float64)[ts], 0.0)
+    per = np.where(kept, -wy * np.take_along_axis(lp, ts[:, None], axis=1)[:, 0], 0.0)
+    if reduction == "none":
+        return per
+    return per.sum() / (wy.sum() if reduction == "mean" else 1.0)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("weighted", [False, True], ids=["plain", "weight"])
+def test_nll_loss_parity(rng, weighted, reduction, chunking, dtype):
+    """nll_loss on every chunking, the class axis split included (vocab-parallel): the chunk
+    that owns a target gives its term; an in-range ignore_index, NaN where no target is."""
+    lp = fastce.log_softmax(make_logits(rng, (N, C), dtype))
+    ignore = 4                          # inside [0, C): owned by a chunk, still ignored
+    t = make_index_target(rng, (N, C), -1, ignore_frac=0.2, ignore_index=ignore)
+    t[:3] = [4, 5, 16]
+    lp[0, :] = np.nan                   # an ignored sample: exactly 0, NaN or not
+    lp[1, 2] = np.nan                   # NaN off the target: not read
+    w = rng.uniform(0.2, 2.0, C) if weighted else None
+    go = _grad_output(rng, reduction)
+    xd = da.from_array(lp, chunks=CHUNKINGS[chunking])
+    kw = dict(weight=w, ignore_index=ignore, reduction=reduction)
+    lazy = fcd.nll_loss(xd, t, return_grad=True, grad_output=go, **kw)
+    assert lazy[1].chunks == xd.chunks
+    loss, grad = compute(*lazy)
+    only, = compute(fcd.nll_loss(xd, t, **kw))
+    want = fastce.nll_loss(lp, t, return_grad=True, grad_output=go, **kw)
+    assert np.asarray(loss).dtype == np.asarray(want[0]).dtype == np.asarray(only).dtype
+    assert grad.dtype == want[1].dtype
+    rtol = 1e-14 if dtype == np.float64 else 2e-7
+    np.testing.assert_allclose(loss, want[0], rtol=rtol)
+    np.testing.assert_allclose(only, want[0], rtol=rtol)
+    np.testing.assert_allclose(loss, _ref_nll(lp, t, w, ignore, reduction), rtol=rtol)
+    np.testing.assert_allclose(grad, want[1], rtol=rtol)
+
+
+def test_nll_loss_vocab_parallel_keeps_class_chunks(rng):
+    """A split class axis is not rechunked: the gradient has the input's chunks and no task
+    result spans the class axis."""
+    from dask.callbacks import Callback
+    lp = fastce.log_softmax(rng.standard_normal((30, 40)))
+    t = rng.integers(0, 40, 30)
+    xd = da.from_array(lp, chunks=(10, 10))
+    seen = []
+
+    class Shapes(Callback):
+        def _posttask(self, key, result, dsk, state, id):
+            if (isinstance(result, np.ndarray) and result.ndim == 2 and result is not lp
+                    and not str(key).startswith("finalize")):
+                seen.append(result.shape)
+
+    for red in REDUCTIONS:
+        loss, grad = fcd.nll_loss(xd, t, reduction=red, weight=np.ones(40), return_grad=True)
+        assert grad.chunks == xd.chunks
+        with Shapes():
+            compute(loss, grad)
+    assert seen and max(s[1] for s in seen) < 40
+
+
+# --------------------------------------------------------------------------- kl_div_logits
+
+KL_REDUCTIONS = ["batchmean", "mean", "sum", "none"]
+
+
+def _kl_pair(rng, dtype, shape=(N, C)):
+    """Student, teacher: generic rows plus identical, nearly equal, masked rows and a masked
+    class chunk (the first six classes of a row, one whole chunk of the 'vocab' chunking)."""
+    s = make_logits(rng, shape, np.float64, scale=3.0)
+    t = s + rng.standard_normal(shape)
+    t[0] = s[0]                                         # identical: loss and grad exactly 0
+    t[1] = s[1] + 1e-6 * rng.standard_normal(C)         # KL ~ 1e-13: relative precision
+    s[2, 3] = t[2, 3] = -np.inf                         # a class masked in both
+    s[3, :6] = t[3, :6] = -np.inf                       # a whole class chunk masked
+    t[4, 7] = -np.inf                                   # teacher-only mask: fine
+    return s.astype(dtype), t.astype(dtype)
+
+
+def _ref_kl(s, t, tau):
+    """float64 NumPy reference (per sample): tau^2 sum p (log p - log q), tau (q - p)."""
+    s, t = np.asarray(s, np.float64) / tau, np.asarray(t, np.float64) / tau
+    ls = s - s.max(1, keepdims=True)
+    ls -= np.log(np.exp(ls).sum(1, keepdims=True))
+    lt = t - t.max(1, keepdims=True)
+    lt -= np.log(np.exp(lt).sum(1, keepdims=True))
+    p, q = np.exp(lt), np.exp(ls)
+    with np.errstate(invalid="ignore"):
+        kl = np.where(p > 0, p * (lt - ls), 0.0).sum(1)
+    return tau * tau * kl, tau * (q - p)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("chunking", list(CHUNKINGS))
+@pytest.mark.parametrize("reduction", KL_REDUCTIONS)
+@pytest.mark.parametrize("tau", [1.0, 2.5])
+def test_kl_div_logits_parity(rng, tau, reduction, chunking, dtype):
+    s, t = _kl_pair(rng, dtype)
+    go = _grad_output(rng, "none" if reduction == "none" else "mean")
+    ch = CHUNKINGS[chunking]
+    sd, td = da.from_array(s, chunks=ch), da.from_array(t, chunks=ch)
+    kw = dict(temperature=tau, reduction=reduction)
+    loss, grad = compute(*fcd.kl_div_logits(sd, td, return_grad=True, grad_output=go, **kw))
+    only, = compute(fcd.kl_div_logits(sd, td, **kw))
+    want = fastce.kl_div_logits(s, t, return_grad=True, grad_output=go, **kw)
+    assert np.asarray(loss).dtype == np.asarray(want[0]).dtype == np.asarray(only).dtype
+    assert grad.dtype == want[1].dtype
+    if dtype == np.float64:
+        np.testing.assert_allclose(loss, want[0], rtol=1e-12)
+        np.testing.assert_allclose(only, want[0], rtol=1e-12)
+        np.testing.assert_allclose(grad, want[1], rtol=1e-12, atol=1e-15)
+    else:
+        assert_close(loss, want[0], dtype=np.float32)
+        assert_close(only, want[0], dtype=np.float32)
+        assert_close(grad, want[1], dtype=np.float32, kind="grad")
+    if reduction == "none":
+        np.testing.assert_array_equal(loss[0], 0.0)
+        np.testing.assert_array_equal(grad[0], 0.0)
+        ref, _ = _ref_kl(s, t, tau)
+        np.testing.assert_allclose(loss[2:], ref[2:], rtol=1e-10 if dtype == np.float64 else 1e-5)
+
+
+def test_kl_div_logits_nearly_equal_rows_keep_relative_precision(rng):
+    """Rows 1e-7 apart (KL ~ 1e-15): vocab-parallel agrees with the in-memory kernel to
+    1e-12 relative, and with the second-order expansion Var_q(d)/2 (an independent formula)."""
+    s = rng.standard_normal((8, 64)) * 2
+    t = s + 1e-7 * rng.standard_normal((8, 64))
+    got, = compute(fcd.kl_div_logits(da.from_array(s, chunks=(4, 16)),
+                                     da.from_array(t, chunks=(4, 16)), reduction="none"))
+    np.testing.assert_allclose(got, fastce.kl_div_logits(s, t, reduction="none"), rtol=1e-12)
+    q = np.exp(s - s.max(1, keepdims=True))
+    q /= q.sum(1, keepdims=True)
+    d = t - s
+    var = (q * d * d).sum(1) - (q * d).sum(1) ** 2
+    np.testing.assert_allclose(got, var / 2, rtol=1e-5)
+    assert np.all(got > 0)
+
+
+def test_kl_div_logits_gradient_matches_reference(rng):
+    s, t = _kl_pair(rng, np.float64)
+    _, grad = compute(*fcd.kl_div_logits(da.from_array(s, chunks=(9, 5)),
+                                         da.from_array(t, chunks=(9, 5)), temperature=2.0,
+                                         reduction="sum", return_grad=True))
+    _, ref = _ref_kl(s, t, 2.0)
+    np.testing.assert_allclose(grad, ref, rtol=1e-9, atol=1e-15)
+    assert np.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("chunking", [(8, 2), (3, 1), (8, 3), (4, -1)])
+def test_kl_div_logits_special_values_like_in_memory(chunking):
+    inf, nan = np.inf, np.nan
+    s = np.array([[0., 1, 2, 5], [0, -inf, 1, 2], [-inf, -inf, -inf, -inf], [0, nan, 1, 3],
+                  [0, inf, 1, 1], [1, 2, 3, -inf], [-inf, -inf, 1, 2], [1, 2, -inf, -inf]])
+    t = np.array([[0., 1, 2, 5], [0, 1, 1, 1], [-inf, -inf, -inf, -inf], [0, 1, 1, 1],
+                  [0, 1, 1, 4], [1, -inf, 3, -inf], [-inf, -inf, 1, 3], [0, 0, -inf, -inf]])
+    loss, grad = compute(*fcd.kl_div_logits(da.from_array(s, chunks=chunking),
+                                            da.from_array(t, chunks=chunking),
+                                            reduction="none", return_grad=True))
+    want = fastce.kl_div_logits(s, t, reduction="none", return_grad=True)
+    np.testing.assert_allclose(loss, want[0], rtol=1e-13)      # inf, NaN where it has them
+    np.testing.assert_allclose(grad, want[1], rtol=1e-13, atol=1e-300)
+
+
+def test_kl_div_logits_axis1_and_teacher_cast(rng):
+    s = rng.standard_normal((3, 10, 4)).astype(np.float32)
+    t = rng.standard_normal((3, 10, 4))                  # float64 teacher: cast to float32
+    got = compute(*fcd.kl_div_logits(da.from_array(s, chunks=(2, 3, 4)),
+                                     da.from_array(t, chunks=(3, 5, 2)), axis=1,
+                                     reduction="none", return_grad=True))
+    want = fastce.kl_div_logits(s, t, axis=1, reduction="none", return_grad=True)
+    assert got[0].shape == (3, 4) and got[1].dtype == np.float32
+    assert_close(got[0], want[0], dtype=np.float32)
+    assert_close(got[1], want[1], dtype=np.float32, kind="grad")
+
+
+@pytest.mark.parametrize("bad", [dict(reduction="avg"), dict(temperature=0.0),
+                                 dict(temperature="2"), dict(axis=2), dict(target="shape"),
+                                 dict(target="complex"), dict(input="int8_str")],
+                         ids=lambda d: next(iter(d)) + "=" + str(next(iter(d.values()))))
+def test_kl_div_logits_bad_options_raise_like_in_memory(rng, bad):
+    s = rng.standard_normal((6, 4))
+    t = rng.standard_normal((6, 4))
+    kw = dict(bad)
+    kind = kw.pop("target", None)
+    if kind == "shape":
+        t = t[:5]
+    elif kind == "complex":
+        t = t.astype(np.complex128)
+    if kw.pop("input", None):
+        s = s.astype("U8")
+    with pytest.raises(Exception) as want:
+        fastce.kl_div_logits(s, t, **kw)
+    for ch in [(3, 4), (3, 2)]:
+        sd = s if s.dtype.kind == "U" else da.from_array(s, chunks=ch)
+        with pytest.raises(type(want.value)) as got:
+            fcd.kl_div_logits(sd, da.from_array(t, chunks=ch[:t.ndim]), **kw)
+        assert str(got.value) == str(want.value)
+
+
 # --------------------------------------------------------------------------- validation
 
 BAD = [
@@ -698,6 +904,23 @@ def test_cluster_linear_cross_entropy(client, rng):
     assert ulps(got[0], want[0]) <= 1
     assert_close(got[1], want[1], dtype=np.float32, kind="grad")
     assert_close(got[2], want[2], dtype=np.float32, kind="grad")
+
+
+def test_cluster_kl_and_nll_vocab_parallel(client, rng):
+    s = (rng.standard_normal((300, 96)) * 2).astype(np.float32)
+    t = s + rng.standard_normal((300, 96)).astype(np.float32)
+    lp = fastce.log_softmax(s)
+    y = rng.integers(0, 96, 300)
+    sd, td = da.from_array(s, chunks=(100, 24)), da.from_array(t, chunks=(100, 24))
+    got = client.compute([*fcd.kl_div_logits(sd, td, temperature=2.0, return_grad=True),
+                          *fcd.nll_loss(da.from_array(lp, chunks=(100, 24)), y,
+                                        return_grad=True)], sync=True)
+    kl = fastce.kl_div_logits(s, t, temperature=2.0, return_grad=True)
+    nll = fastce.nll_loss(lp, y, return_grad=True)
+    assert_close(got[0], kl[0], dtype=np.float32)
+    assert_close(got[1], kl[1], dtype=np.float32, kind="grad")
+    assert ulps(got[2], nll[0]) <= 1
+    np.testing.assert_allclose(got[3], nll[1], rtol=1e-6)
 
 
 def test_cluster_errors_reach_the_client(client, rng):

@@ -73,6 +73,7 @@ __all__ = [
     "logsumexp",
     "linear_cross_entropy",
     "entropy",
+    "kl_div_logits",
     "binary_cross_entropy_with_logits",
     "binary_cross_entropy",
     "from_npy",
@@ -444,8 +445,6 @@ def _spec(kind: str, input: Any, target: Any, weight: Any, ignore_index: Any, re
         raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
                         f"dtype; got a target of the input's shape {tuple(t.shape)}")
     _check_target_dtype(t, fmt, samples, C, ignore, tuple(x.shape))
-    if kind == "nll" and len(x.chunks[ax]) > 1:
-        x = x.rechunk({ax: -1})     # log-probabilities: one gather per sample, nothing to merge
     t = t.rechunk(_sample_chunks(x.chunks, ax) if fmt == "index" else x.chunks)
     return _Spec(kind, x, t, fmt, w, ignore, reduction, eps, zl, cap, ax, C, samples,
                  compute, result, tuple(x.shape))
@@ -957,15 +956,16 @@ def cross_entropy(input: Any, target: Any, *, weight: Optional[ArrayLike] = None
 
 def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
              ignore_index: int = -100, reduction: str = "mean", axis: int = -1,
-             return_grad: bool = False, grad_output: Any = 1.0):
+             return_grad: bool = False, grad_output: Any = 1.0) -> Any:
     """Negative log-likelihood of dask-array log-probabilities (see :func:`fastce.nll_loss`).
 
     Parameters
     ----------
     input : dask.array.Array or array_like
-        Log-probabilities, chunked along the batch.  A split class axis is rechunked into one
-        chunk (NLL only gathers one value per sample; use :func:`cross_entropy` on the logits
-        for vocab-parallel evaluation).
+        Log-probabilities, chunked along the batch, the class axis, or both.  With the class
+        axis split, each class chunk contributes ``-w_y x_y`` for the samples whose target it
+        owns (vocab-parallel; no chunk spans the class axis); the per-sample values are added
+        across chunks in float64 (one nonzero term each, so exactly).
     target : dask.array.Array or array_like
         Integer class indices of the input's shape without `axis`.
     weight, ignore_index, reduction, axis, return_grad, grad_output
@@ -973,14 +973,108 @@ def nll_loss(input: Any, target: Any, *, weight: Optional[ArrayLike] = None,
 
     Returns
     -------
-    loss, or (loss, grad) with return_grad=True: lazy dask arrays.
+    loss, or (loss, grad) with return_grad=True: lazy dask arrays; the gradient has the
+    input's chunks (on the vocab-parallel path it is built from the targets alone: NLL's
+    gradient, ``-w_y`` times the scale at the target, does not depend on the input's values).
     """
-    chunks = _as_dask(input, "input").chunks
     sp = _spec("nll", input, target, weight, ignore_index, reduction, 0.0, axis, 0.0, None)
-    out = _batch_class_loss(sp, return_grad, grad_output)
-    if return_grad:
-        return out[0], out[1].rechunk(chunks)     # the gradient has the input's chunks
-    return out
+    if sp.vocab_parallel:
+        return _vocab_nll(sp, return_grad, grad_output)
+    return _batch_class_loss(sp, return_grad, grad_output)
+
+
+def _owned_kept(sp: _Spec, tb: np.ndarray, cls: np.ndarray
+                ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(validated targets, mask of the samples this class chunk owns and does not ignore,
+    their local class index), the mask and index with the class axis kept (size 1)."""
+    t = _index_target_block(sp, tb)
+    if cls.size == 0:
+        z = np.zeros(t.shape, dtype=bool)
+        return t, np.expand_dims(z, sp.ax), np.expand_dims(z.astype(np.intp), sp.ax)
+    own, loc = _owned(t, int(cls[0]), cls.size, sp.ax)
+    own &= np.expand_dims(t != sp.ignore, sp.ax)
+    return t, own, loc
+
+
+def _nll_terms(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray,
+               w: Optional[np.ndarray]) -> Tuple[np.ndarray, np.ndarray]:
+    """Per sample of one (sample block, class chunk): (-w_y x_y, w_y) where this chunk owns the
+    (kept) target, else (0, 0), in float64 with the class axis kept (size 1)."""
+    t, own, loc = _owned_kept(sp, tb, cls)
+    if cls.size == 0:
+        z = np.zeros(own.shape, dtype=F64)
+        return z, z
+    ts = np.expand_dims(np.where(t == sp.ignore, 0, t), sp.ax)
+    wy = np.where(own, 1.0 if w is None else np.asarray(w, F64)[ts], 0.0)
+    xy = np.take_along_axis(xb, loc, axis=sp.ax).astype(F64)
+    with np.errstate(invalid="ignore"):
+        # where(): a sample owned elsewhere contributes exactly 0, whatever x holds here
+        return np.where(own, -(wy * xy), 0.0), wy
+
+
+def _vocab_nll(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
+    """NLL on a split class axis: the chunk that owns a sample's target gives its term."""
+    o = sp.light()
+    cl = sp.ind[sp.ax]
+    cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
+    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, *sp.weight_arg()]
+    name = f"fastce-vp-nll-{_token(sp.x.name, sp.t.name, sp.reduction, sp.ignore)}"
+    weighted = sp.w is not None
+
+    if sp.reduction == "none":
+        def per_chunk(xb: np.ndarray, tb: np.ndarray, cb: np.ndarray, *w: np.ndarray
+                      ) -> np.ndarray:
+            return _nll_terms(o, xb, tb, cb, w[0] if weighted else None)[0]
+
+        per = da.blockwise(per_chunk, sp.ind, *args, dtype=F64, token=name + "-terms",
+                           adjust_chunks={cl: 1}, concatenate=True, meta=np.empty((0,) * sp.x.ndim, F64))
+        ax, result = sp.ax, sp.result
+
+        def add(b: np.ndarray) -> np.ndarray:
+            return np.sum(b, axis=ax, dtype=F64).astype(result)
+
+        loss = da.blockwise(add, sp.s_ind, per, sp.ind, dtype=result, token=name + "-loss",
+                            concatenate=True, meta=np.empty((0,) * len(sp.samples), result))
+    else:
+        def pair(xb: np.ndarray, tb: np.ndarray, cb: np.ndarray, *w: np.ndarray
+                 ) -> Tuple[float, float]:
+            v, wy = _nll_terms(o, xb, tb, cb, w[0] if weighted else None)
+            return float(np.sum(v, dtype=F64)), float(np.sum(wy, dtype=F64))
+
+        loss = _finish_pairs(_pair_blocks(pair, sp.ind, args, name + "-pair"), sp.reduction,
+                             sp.compute)
+    if not want_grad:
+        return loss
+    denominator = _denominator(sp) if sp.reduction == "mean" else None
+    g, gdask = _grad_scale(sp.reduction, grad_output, denominator, sp.samples,
+                           _sample_chunks(sp.x.chunks, sp.ax))
+    gargs: list = [sp.t, sp.t_ind, cls, cl]
+    if isinstance(g, da.Array):
+        gargs += [g, ""]
+    elif gdask is not None:
+        gargs += [gdask, sp.s_ind]
+    else:
+        gargs += [g, None]
+    gargs += sp.weight_arg()
+
+    def grad(tb: np.ndarray, cb: np.ndarray, scale: Any, *w: np.ndarray) -> np.ndarray:
+        # the chunk's shape from the target block and the class chunk: x is not read
+        t, own, loc = _owned_kept(o, tb, cb)
+        shape = list(t.shape)
+        shape.insert(o.ax, cb.size)
+        out = np.zeros(shape, dtype=o.result)
+        if cb.size == 0 or not own.any():
+            return out
+        ts = np.expand_dims(np.where(t == o.ignore, 0, t), o.ax)
+        wy = 1.0 if not w else np.asarray(w[0], F64)[ts]
+        sc = scale if np.ndim(scale) == 0 else np.expand_dims(scale, o.ax)
+        gy = np.where(own, -(wy * sc), np.take_along_axis(out, loc, axis=o.ax))
+        np.put_along_axis(out, loc, gy.astype(o.result), axis=o.ax)
+        return out
+
+    gr = da.blockwise(grad, sp.ind, *gargs, dtype=sp.result, token=name + "-grad",
+                      concatenate=True, meta=np.empty((0,) * sp.x.ndim, sp.result))
+    return loss, gr
 
 
 # ============================================================================ entropy
@@ -1115,6 +1209,229 @@ def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]
                      token=name + "-merge", concatenate=True,
                      meta=np.empty((0,) * x.ndim, F64))
     return st, G
+
+
+# ============================================================================ kl_div_logits
+#
+# Vocab-parallel distillation loss.  The kernel's formulation (fastce/_div_body.h, "KL
+# divergence from logits") shifts both rows by their *global* raw maxes ms, mt, and sums, per
+# class c with a' = (s_c - ms)/tau, b' = (t_c - mt)/tau, d = ((t_c - s_c) - (mt - ms))/tau,
+# ea = e^a', eb = e^b':
+#     Sa = sum ea,   G0 = sum ea (e^d - 1),   G1 = sum ea h(d),  h(d) = d e^d - (e^d - 1) >= 0
+# then  KL = g1 / (1 + g0) + kappa(g0),  g0 = G0/Sa, g1 = G1/Sa,  kappa(z) = z/(1+z) - log1p(z)
+# (no difference of nearly equal totals: nearly equal rows keep their relative precision).
+# The sums are plain sums over classes, so with the global maxes known they split over class
+# chunks exactly: pass 1 takes each chunk's maxes, pass 2 each chunk's (Sa, G0, G1) in float64
+# with the merged maxes, a merge adds them; the gradient tau (q - p) = tau (ea g0 - t0) / (Sa
+# (1 + g0)) (t0 = ea (e^d - 1)) is pass 3, per chunk.  One more read of the logits than
+# cross_entropy's (its partials can be rescaled to a common max; these, at small d, cannot
+# without losing what the formulation keeps).
+
+# e2(d)/d^2 = (expm1(d) - d)/d^2 = sum_{k>=2} d^(k-2)/k!, Horner coefficients 1/17! .. 1/2!
+_E2P = [1.0 / math.factorial(k) for k in range(17, 1, -1)]
+# kappa(z) series for |z| < 1/8: sum_{n>=2} (-1)^(n+1) (n-1)/n z^n, Horner from n = 20 to 2
+_KAPPA = [(-1.0) ** (n + 1) * (n - 1) / n for n in range(20, 1, -1)]
+
+
+def _kappa(z: np.ndarray) -> np.ndarray:
+    """z/(1+z) - log1p(z), from its series near 0 where the two terms cancel."""
+    p = np.zeros_like(z)
+    for c in _KAPPA:
+        p = p * z + c
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        direct = z / (1.0 + z) - np.log1p(z)
+    return np.where(np.abs(z) < 0.125, p * z * z, direct)
+
+
+def _kl_terms(sb: np.ndarray, tb: np.ndarray, ms: np.ndarray, mt: np.ndarray, k: float
+              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class, float64: (ea, t0, t1) as the kernel's kl_terms: t0 = ea (e^d - 1), t1 = ea
+    h(d), each from its cancellation-free form for |d| < 1/2 and (eb - ea, eb (d-1) + ea)
+    beyond.  ms, mt: the global raw row maxes, broadcastable along the class axis."""
+    s = np.asarray(sb, dtype=F64)
+    t = np.asarray(tb, dtype=F64)
+    with np.errstate(invalid="ignore", over="ignore"):
+        ea = np.exp((s - ms) * k)
+        eb = np.exp((t - mt) * k)
+        d = ((t - s) - (mt - ms)) * k
+        p = np.zeros_like(d)
+        for c in _E2P:
+            p = p * d + c
+        e2 = d * d * p
+        small = np.abs(d) < 0.5                  # NaN: False
+        t0 = np.where(small, ea * (d + e2), eb - ea)
+        big1 = np.where(eb == 0.0, 0.0, eb * (d - 1.0)) + ea
+        t1 = np.where(small, ea * (d * d + (d - 1.0) * e2), big1)
+    return ea, t0, t1
+
+
+def _raw_max(a: np.ndarray, ax: int) -> np.ndarray:
+    """Row max along `ax` (keepdims) ignoring NaN, -inf for an empty or all-NaN chunk: the
+    kernel's max (a NaN never wins a comparison; the NaN itself reaches the sums)."""
+    if a.shape[ax] == 0:
+        return np.full(a.shape[:ax] + (1,) + a.shape[ax + 1:], -np.inf)
+    with np.errstate(invalid="ignore"):
+        m = np.fmax.reduce(np.asarray(a, dtype=F64), axis=ax, keepdims=True)
+    return np.where(np.isnan(m), -np.inf, m)
+
+
+def _kl_setup(input: Any, target: Any, temperature: Any, reduction: Any, axis: Any
+              ) -> Tuple[da.Array, da.Array, float, str, int, np.dtype, np.dtype]:
+    """The in-memory function's rules, in its order, judged before any data is read.  The
+    scalar options go through a one-element call of fastce.kl_div_logits itself."""
+    from . import divergence as _D
+    one = np.zeros((1, 1))
+    _D.kl_div_logits(one, one, reduction=reduction)            # reduction's rule
+    s = _as_dask(input, "input (student logits)")
+    compute, result = V.float_dtypes(s.dtype, "input (student logits)")
+    t = _as_dask(target, "target (teacher logits)")
+    V.float_dtypes(t.dtype, "target (teacher logits)")
+    V.same_shape(s, t, "input (student logits)", "target (teacher logits)")
+    one_c = one.astype(compute)
+    _D.kl_div_logits(one_c, one_c, temperature=temperature)      # temperature's rule
+    _, _, _, ax = V.split_axis(s.shape, V.axis_option(axis), "input")
+    red = "mean" if reduction == "batchmean" else str(reduction)
+    # the teacher in the student's compute dtype, as the in-memory call casts it
+    t = t.astype(compute).rechunk(s.chunks)
+    return s, t, float(temperature), red, ax, compute, result
+
+
+def kl_div_logits(input: Any, target: Any, *, temperature: float = 1.0,
+                  reduction: str = "batchmean", axis: int = -1, return_grad: bool = False,
+                  grad_output: Any = 1.0) -> Any:
+    """Distillation loss ``tau^2 KL(softmax(t/tau) || softmax(s/tau))`` of dask-array student
+    logits `input` and teacher logits `target` (see :func:`fastce.kl_div_logits`).
+
+    A class axis in one chunk runs fastce's kernel per block.  A split class axis (both
+    student and teacher chunked along the classes; the teacher is rechunked like the student)
+    is evaluated vocab-parallel with the kernel's own cancellation-free formulation, its sums
+    split over class chunks in float64: pass 1 reads each chunk's row maxes, pass 2 each
+    chunk's three sums at the merged maxes, pass 3 (gradients only) each chunk's gradient.
+
+    Parameters
+    ----------
+    input : dask.array.Array or array_like
+        Student logits (the gradient is taken w.r.t. them).
+    target : dask.array.Array or array_like
+        Teacher logits, the input's shape; cast to the student's compute dtype.
+    temperature, reduction, axis, grad_output
+        As in :func:`fastce.kl_div_logits` ("batchmean" = "mean": over samples).
+    return_grad : bool
+        Also return the gradient w.r.t. the student, lazy with the student's chunks.
+
+    Returns
+    -------
+    loss, or (loss, grad) with return_grad=True: lazy dask arrays ("none": the per-sample
+    shape in the input's float dtype; otherwise 0-d in the compute dtype).
+    """
+    from . import divergence as _D
+    s, t, tau, red, ax, compute, result = _kl_setup(input, target, temperature, reduction,
+                                                    axis)
+    samples = V.sample_shape(s.shape, ax)
+    ns = float(math.prod(samples))
+    ind = _indices(s.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+    schunks = _sample_chunks(s.chunks, ax)
+    name = "fastce-kl-" + _token(s.name, t.name, tau, red, ax, return_grad)
+    g, gdask = ((_grad_scale(red, grad_output, da.from_array(np.asarray(ns, F64))
+                             if red == "mean" else None, samples, schunks))
+                if return_grad else (None, None))
+    scale_args: list = ([g, ""] if isinstance(g, da.Array) else
+                        [gdask, s_ind] if gdask is not None else [g, None])
+
+    if len(s.chunks[ax]) == 1:
+        def values(sb: np.ndarray, tb: np.ndarray) -> np.ndarray:
+            return np.asarray(_D.kl_div_logits(sb.astype(compute, copy=False), tb,
+                                               temperature=tau, reduction="none", axis=ax),
+                              dtype=F64)
+
+        per = da.blockwise(values, s_ind, s, ind, t, ind, dtype=F64, token=name,
+                           concatenate=True, meta=np.empty((0,) * len(samples), F64))
+        G = None
+    else:
+        G = _kl_stats(s, t, ax, tau, name)
+        per = G[..., 0]
+    if red == "none":
+        loss = per.astype(result)
+    else:
+        total = _sum_per_block(per, lambda b: float(np.sum(b, dtype=F64)), per.name + "-sum")
+        loss = _finish(total, da.from_array(np.asarray(ns, F64)), red, compute)
+    if not return_grad:
+        return loss
+    if G is None:
+        def grad_block(sb: np.ndarray, tb: np.ndarray, sc: Any) -> np.ndarray:
+            # grad_output = the scale: the kernel's gradient of the global loss, in one call
+            go = float(sc) if np.ndim(sc) == 0 else sc
+            gb = _D.kl_div_logits(sb.astype(compute, copy=False), tb, temperature=tau,
+                                  reduction="none", axis=ax, return_grad=True,
+                                  grad_output=go)[1]
+            return np.asarray(gb).astype(result, copy=False)
+
+        gr = da.blockwise(grad_block, ind, s, ind, t, ind, *scale_args, dtype=result,
+                          token=name + "-grad", concatenate=True,
+                          meta=np.empty((0,) * s.ndim, result))
+        return loss, gr
+    k = 1.0 / tau
+
+    def grad_chunk(sb: np.ndarray, tb: np.ndarray, Gb: np.ndarray, sc: Any) -> np.ndarray:
+        ms, mt = np.expand_dims(Gb[..., 3], ax), np.expand_dims(Gb[..., 4], ax)
+        g0, cg = np.expand_dims(Gb[..., 1], ax), np.expand_dims(Gb[..., 2], ax)
+        ea, t0, _ = _kl_terms(sb, tb, ms, mt, k)
+        with np.errstate(invalid="ignore", over="ignore"):
+            gch = cg * (ea * g0 - t0)
+            gch *= sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
+        return gch.astype(result, copy=False)
+
+    gr = da.blockwise(grad_chunk, ind, s, ind, t, ind, G, s_ind + "Z", *scale_args,
+                      dtype=result, token=name + "-grad", concatenate=True,
+                      meta=np.empty((0,) * s.ndim, result))
+    return loss, gr
+
+
+def _kl_stats(s: da.Array, t: da.Array, ax: int, tau: float, name: str) -> da.Array:
+    """Per sample, float64 fields [loss, g0, tau / (Sa (1 + g0)), ms, mt] of class-chunked
+    student `s` and teacher `t` (passes 1 and 2 and their merges)."""
+    ind = _indices(s.ndim)
+    s_ind = ind[:ax] + ind[ax + 1:]
+    cl = ind[ax]
+    k = 1.0 / tau
+
+    def maxes(sb: np.ndarray, tb: np.ndarray) -> np.ndarray:
+        return np.concatenate([_raw_max(sb, ax), _raw_max(tb, ax)], axis=ax)
+
+    mx = da.blockwise(maxes, ind, s, ind, t, ind, dtype=F64, token=name + "-max",
+                      adjust_chunks={cl: 2}, meta=np.empty((0,) * s.ndim, F64))
+
+    def merge_max(b: np.ndarray) -> np.ndarray:
+        f = _fields_last(b, ax, 2)
+        return np.max(f, axis=-2)                  # (samples..., 2): ms, mt (no NaN here)
+
+    M = da.blockwise(merge_max, s_ind + "Z", mx, ind, new_axes={"Z": 2}, dtype=F64,
+                     token=name + "-maxes", concatenate=True,
+                     meta=np.empty((0,) * s.ndim, F64))
+
+    def sums(sb: np.ndarray, tb: np.ndarray, Mb: np.ndarray) -> np.ndarray:
+        ms, mt = np.expand_dims(Mb[..., 0], ax), np.expand_dims(Mb[..., 1], ax)
+        ea, t0, t1 = _kl_terms(sb, tb, ms, mt, k)
+        return np.concatenate([x.sum(axis=ax, keepdims=True) for x in (ea, t0, t1)], axis=ax)
+
+    st = da.blockwise(sums, ind, s, ind, t, ind, M, s_ind + "Z", dtype=F64,
+                      token=name + "-sums", adjust_chunks={cl: 3}, concatenate=True,
+                      meta=np.empty((0,) * s.ndim, F64))
+
+    def merge(stb: np.ndarray, Mb: np.ndarray) -> np.ndarray:
+        f = _fields_last(stb, ax, 3).sum(axis=-2)        # (samples..., 3): Sa, G0, G1
+        Sa, G0, G1 = f[..., 0], f[..., 1], f[..., 2]
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            g0, g1 = G0 / Sa, G1 / Sa
+            kl = g1 / (1.0 + g0) + _kappa(g0)
+            kl = np.where(kl < 0.0, 0.0, kl)              # rounding only; NaN passes
+            cg = tau / (Sa * (1.0 + g0))
+        return np.stack([tau * tau * kl, g0, cg, Mb[..., 0], Mb[..., 1]], axis=-1)
+
+    return da.blockwise(merge, s_ind + "Z", st, ind, M, s_ind + "Y", new_axes={"Z": 5},
+                        dtype=F64, token=name + "-merge", concatenate=True,
+                        meta=np.empty((0,) * s.ndim, F64))
 
 
 # ============================================================================ public: row ops
