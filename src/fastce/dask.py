@@ -56,7 +56,7 @@ import math
 import os
 import string
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union, cast
 
 import dask.array as da
 import numpy as np
@@ -81,6 +81,7 @@ __all__ = [
 ]
 
 F64 = np.dtype(np.float64)
+Chunks = Tuple[Any, ...]       # dask chunks: a tuple of per-axis tuples of block sizes
 
 
 # ============================================================================ input
@@ -89,25 +90,33 @@ class NpyFile:
     """A ``.npy`` file that reads only the slice asked for (an array-like for ``da.from_array``).
 
     It holds the path, shape, dtype and data offset only, so a dask graph built on it is a few
-    hundred bytes whatever the file's size.  ``__getitem__`` reads the slice into a fresh
-    C-contiguous array: each contiguous run of the file (a whole block of rows, or one row's
-    part of a class chunk) with one ``os.preadv`` straight into the result; Fortran-ordered
-    files and fancy indices go through ``np.load(mmap_mode="r")``, copied and unmapped again.
-    (``da.from_array(np.load(path, mmap_mode="r"))`` instead puts the memmap itself in the
-    graph, and pickling a memmap for a worker copies the whole file into memory.)
+    hundred bytes whatever the file's size.  ``__getitem__`` with unit-step slices either
+
+    * ``mmap=True`` (default): a slice that is one contiguous run of the file (a block of
+      whole rows) is mapped and returned as a read-only view -- no copy and no allocation: the
+      kernels read the page cache directly, and the mapping goes away with the view.  Other
+      slices (a class chunk: one run per row) are read as with ``mmap=False``;
+    * ``mmap=False``: reads the slice into a fresh, writeable C-contiguous array, one
+      ``os.preadv`` per contiguous run of the file.
+
+    Fortran-ordered files and fancy indices go through ``np.load(mmap_mode="r")``, copied and
+    unmapped again.  (``da.from_array(np.load(path, mmap_mode="r"))`` instead puts the memmap
+    itself in the graph, and pickling a memmap for a worker copies the whole file into memory.)
+    A file shorter than its header promises raises OSError instead of reading past its end.
     """
 
-    def __init__(self, path: Union[str, os.PathLike]):
+    def __init__(self, path: Union[str, "os.PathLike[str]"], mmap: bool = True):
         self.path = os.fspath(path)
         m = np.load(self.path, mmap_mode="r")
         self.shape: Tuple[int, ...] = tuple(m.shape)
-        self.dtype = m.dtype
-        self.ndim = m.ndim
+        self.dtype: np.dtype[Any] = m.dtype
+        self.ndim: int = m.ndim
         self.offset = int(m.offset)
-        self.fortran = m.ndim > 1 and not m.flags.c_contiguous
+        self.fortran = bool(m.ndim > 1 and not m.flags.c_contiguous)
+        self.mmap = bool(mmap)
         del m
 
-    def __getitem__(self, index: Any) -> np.ndarray:
+    def __getitem__(self, index: Any) -> np.ndarray[Any, Any]:
         ranges = self._ranges(index)
         if ranges is None or not hasattr(os, "preadv"):
             m = np.load(self.path, mmap_mode="r")
@@ -115,25 +124,49 @@ class NpyFile:
                 return np.array(m[index], copy=True, order="C")
             finally:
                 del m
-        out = np.empty([b - a for a, b in ranges], dtype=self.dtype)
-        if out.size == 0:
-            return out
+        shape = [b - a for a, b in ranges]
+        if math.prod(shape) == 0:
+            return np.empty(shape, dtype=self.dtype)
+        strides = [self.dtype.itemsize * math.prod(self.shape[i + 1:]) for i in range(self.ndim)]
         # k: the last axis that is not read whole; axes after it are, so each index of the
         # axes before it is one contiguous run of the file
         k = self.ndim - 1
         while k > 0 and ranges[k] == (0, self.shape[k]):
             k -= 1
-        strides = [self.dtype.itemsize * math.prod(self.shape[i + 1:]) for i in range(self.ndim)]
+        if self.mmap and math.prod(shape[:k]) == 1:
+            # one contiguous run (a block of whole rows): map it.  Several runs (a class chunk)
+            # are read instead: a mapping would span, and fault in, the whole rows (measured
+            # 1.5x the CPU of the copies on the vocab-parallel bench)
+            return self._mapped(ranges, shape, strides)
+        out = np.empty(shape, dtype=self.dtype)
         runs = out.reshape(math.prod(b - a for a, b in ranges[:k]), -1)
         with open(self.path, "rb", buffering=0) as f:
             outer = np.ndindex(*[b - a for a, b in ranges[:k]])
             for row, idx in zip(runs, outer):
                 pos = self.offset + ranges[k][0] * strides[k] + sum(
                     (ranges[i][0] + j) * strides[i] for i, j in enumerate(idx))
-                _read_exact(f.fileno(), memoryview(row).cast("B"), pos, self.path)
+                _read_exact(f.fileno(), row.data.cast("B"), pos, self.path)
         return out
 
-    def _ranges(self, index: Any) -> Optional[list]:
+    def _mapped(self, ranges: List[Tuple[int, int]], shape: List[int],
+                strides: List[int]) -> np.ndarray[Any, Any]:
+        """A read-only view of the slice on a private mapping of the bytes it spans."""
+        import mmap as _mmap
+        first = self.offset + sum(a * st for (a, _), st in zip(ranges, strides))
+        last = self.offset + sum((b - 1) * st for (_, b), st in zip(ranges, strides))
+        end = last + self.dtype.itemsize
+        start = first - first % _mmap.ALLOCATIONGRANULARITY
+        with open(self.path, "rb", buffering=0) as f:
+            if os.fstat(f.fileno()).st_size < end:      # reading past the end: SIGBUS
+                raise OSError(f"{self.path}: file ends before byte {end} (truncated .npy?)")
+            # (no MAP_POPULATE: measured slower than the faults, each mapping 64 KiB around)
+            mm = _mmap.mmap(f.fileno(), end - start, flags=_mmap.MAP_SHARED,
+                            prot=_mmap.PROT_READ, offset=start)
+        view: np.ndarray[Any, Any] = np.ndarray(shape, dtype=self.dtype, buffer=mm,
+                                                offset=first - start, strides=strides)
+        return view
+
+    def _ranges(self, index: Any) -> Optional[List[Tuple[int, int]]]:
         """[(start, stop)] per axis for a tuple of unit-step slices, else None."""
         idx = index if isinstance(index, tuple) else (index,)
         if self.fortran or len(idx) > self.ndim or not all(isinstance(s, slice) for s in idx):
@@ -159,7 +192,8 @@ def _read_exact(fd: int, buf: memoryview, pos: int, path: str) -> None:
         got += n
 
 
-def from_npy(path: Union[str, os.PathLike], chunks: Any = "auto") -> da.Array:
+def from_npy(path: Union[str, "os.PathLike[str]"], chunks: Any = "auto", *,
+             mmap: bool = True) -> da.Array:
     """A dask array reading a ``.npy`` file chunk by chunk, memory-mapped per task.
 
     Parameters
@@ -169,12 +203,15 @@ def from_npy(path: Union[str, os.PathLike], chunks: Any = "auto") -> da.Array:
     chunks : dask chunks spec, default "auto"
         E.g. ``(65536, -1)`` for logits chunked along the batch, ``(65536, 32768)`` for
         vocab-parallel chunks.
+    mmap : bool, default True
+        Each task maps its slice of the file and hands the kernels a read-only view (no copy
+        of the page cache); False reads it into a fresh writeable array (see NpyFile).
 
     Returns
     -------
     dask.array.Array
-        One task per chunk; each opens the file with ``np.load(mmap_mode="r")``, copies its
-        slice and closes the map, so a worker holds only the chunks it is working on.
+        One task per chunk; each maps (or reads) only its slice of the file, so a worker holds
+        only the chunks it is working on, and the graph holds a path, not data.
 
     Examples
     --------
@@ -184,11 +221,11 @@ def from_npy(path: Union[str, os.PathLike], chunks: Any = "auto") -> da.Array:
     >>> float(from_npy(p, chunks=(2, -1)).sum().compute())
     66.0
     """
-    src = NpyFile(path)
+    src = NpyFile(path, mmap=mmap)
     # inline_array: the (tiny) NpyFile is embedded in each task instead of being one more key
     return da.from_array(src, chunks=chunks, asarray=False, inline_array=True,
                          name="from-npy-" + _token(src.path, src.shape, str(src.dtype),
-                                                   os.path.getmtime(src.path)),
+                                                   os.path.getmtime(src.path), src.mmap),
                          meta=np.empty((0,) * src.ndim, dtype=src.dtype))
 
 
@@ -209,9 +246,12 @@ def _as_dask(a: Any, name: str) -> da.Array:
 
 
 def _small_numpy(a: Any) -> Optional[np.ndarray]:
-    """A small parameter (class weights, pos_weight, a head weight) as NumPy."""
-    if a is None:
-        return None
+    """An optional small parameter (class weights, pos_weight, a bias) as NumPy."""
+    return None if a is None else _numpy(a)
+
+
+def _numpy(a: Any) -> np.ndarray:
+    """A small parameter (a head weight, class weights) as NumPy; a dask array is computed."""
     if isinstance(a, da.Array):
         a = a.compute()
     return np.asarray(a)
@@ -227,8 +267,8 @@ def _standin(dtype: np.dtype, shape: Sequence[int]) -> np.ndarray:
     return np.broadcast_to(np.zeros((), dtype=dtype), tuple(shape))
 
 
-def _check_target_dtype(t: da.Array, fmt: str, samples: tuple, C: int, ignore: int,
-                        shape: tuple) -> None:
+def _check_target_dtype(t: da.Array, fmt: str, samples: Tuple[int, ...], C: int, ignore: int,
+                        shape: Tuple[int, ...]) -> None:
     """Raise _validate's own error now, not when a block is computed, for a target its rules
     reject by dtype (or, for probabilities, an explicit ignore_index); the range of class
     indices is checked per block, when the data is read."""
@@ -239,13 +279,13 @@ def _check_target_dtype(t: da.Array, fmt: str, samples: tuple, C: int, ignore: i
         V.probability_target(st, shape, F64, ignore)              # raises
 
 
-def _sample_chunks(chunks: tuple, ax: int) -> tuple:
+def _sample_chunks(chunks: Chunks, ax: int) -> Chunks:
     return chunks[:ax] + chunks[ax + 1:]
 
 
 # ============================================================================ graph helpers
 
-def _per_block(func: Callable, *args: Any, ind: str, name: str, **kw: Any) -> da.Array:
+def _per_block(func: Callable[..., Any], *args: Any, ind: str, name: str, **kw: Any) -> da.Array:
     """Blocks that are Python tuples (several outputs of one kernel call), laid out like the
     output index `ind`.  Take fields out with _field / _block_sum: the tuple task runs once
     however many fields are used (dask does not fuse a layer that several layers read)."""
@@ -258,7 +298,7 @@ def _per_block(func: Callable, *args: Any, ind: str, name: str, **kw: Any) -> da
 # share a key.
 
 def _field(parts: da.Array, i: int, dtype: np.dtype) -> da.Array:
-    return parts.map_blocks(lambda b: b[i].astype(dtype, copy=False), dtype=dtype,
+    return da.map_blocks(lambda b: b[i].astype(dtype, copy=False), parts, dtype=dtype,
                             name=f"{parts.name}-{i}",
                             meta=np.empty((0,) * parts.ndim, dtype=dtype))
 
@@ -280,7 +320,7 @@ def _sum_per_block(arr: da.Array, fn: Callable[[Any], float], name: str) -> da.A
         return np.full((1,) * nd, fn(b), dtype=F64)
 
     ones = tuple((1,) * len(c) for c in arr.chunks)
-    per = arr.map_blocks(one, chunks=ones, dtype=F64, name=name,
+    per = da.map_blocks(one, arr, chunks=ones, dtype=F64, name=name,
                          meta=np.empty((0,) * nd, dtype=F64))
     ind = _indices(nd)
     return da.blockwise(_sum_all, "", per, ind, dtype=F64, concatenate=True,
@@ -299,12 +339,12 @@ def _pairs_of(arr: da.Array, fn: Callable[[Any], Tuple[float, float]], name: str
     def pair(b: Any) -> np.ndarray:
         return np.asarray(fn(b), dtype=F64).reshape((1,) * nd + (2,))
 
-    return arr.map_blocks(pair, chunks=tuple((1,) * len(c) for c in arr.chunks) + ((2,),),
+    return da.map_blocks(pair, arr, chunks=tuple((1,) * len(c) for c in arr.chunks) + ((2,),),
                           new_axis=nd, dtype=F64, name=name,
                           meta=np.empty((0,) * (nd + 1), dtype=F64))
 
 
-def _pair_blocks(func: Callable[..., Tuple[float, float]], ind: str, args: list,
+def _pair_blocks(func: Callable[..., Tuple[float, float]], ind: str, args: List[Any],
                  token: str) -> da.Array:
     """blockwise(func) laid out by the output index `ind`, each block's result the float64
     pair func(...) = (sum of losses, denominator share): a (blocks..., 2) array."""
@@ -321,7 +361,8 @@ def _finish_pairs(pairs: da.Array, reduction: str, dtype: np.dtype,
     """The 0-d result from per-block (sum, denominator) pairs along `pair_axis`, in one task:
     the global float64 sums, divided for "mean", cast once at the very end."""
     def fin(a: np.ndarray) -> np.ndarray:
-        s, d = np.sum(np.moveaxis(a, pair_axis, -1).reshape(-1, 2), axis=0, dtype=F64)
+        tot = np.asarray(np.sum(np.moveaxis(a, pair_axis, -1).reshape(-1, 2), axis=0, dtype=F64))
+        s, d = float(tot[0]), float(tot[1])
         value = float(s) if reduction == "sum" else _F._ieee_div(float(s), float(d))
         return np.asarray(value, dtype=dtype)
 
@@ -335,7 +376,7 @@ def _finish(total: da.Array, denominator: Optional[da.Array], reduction: str,
     """The 0-d result: the global float64 sum (over the global denominator for "mean"), cast
     once, at the very end."""
     if reduction == "sum":
-        return total.map_blocks(lambda s: np.asarray(s, dtype=dtype), dtype=dtype,
+        return da.map_blocks(lambda s: np.asarray(s, dtype=dtype), total, dtype=dtype,
                                 meta=np.empty((), dtype=dtype))
 
     def div(s: np.ndarray, d: np.ndarray) -> np.ndarray:
@@ -345,7 +386,8 @@ def _finish(total: da.Array, denominator: Optional[da.Array], reduction: str,
 
 
 def _grad_scale(reduction: str, grad_output: Any, denominator: Optional[da.Array],
-                samples: tuple, sample_chunks: tuple) -> Tuple[Any, Optional[da.Array]]:
+                samples: Tuple[int, ...], sample_chunks: Chunks
+                ) -> Tuple[Any, Optional[da.Array]]:
     """(scalar part, per-sample part) of the gradient's scale.
 
     "sum": grad_output; "mean": grad_output / global denominator (0 when it is 0, as in torch)
@@ -355,7 +397,7 @@ def _grad_scale(reduction: str, grad_output: Any, denominator: Optional[da.Array
         g = V.grad_output_scalar(grad_output)
         if reduction == "sum":
             return g, None
-        return denominator.map_blocks(lambda d: np.asarray(g / d if d != 0 else 0.0, F64),
+        return da.map_blocks(lambda d: np.asarray(g / d if d != 0 else 0.0, F64), denominator,
                                       dtype=F64, meta=np.empty((), F64)), None
     go = _as_dask(grad_output, "grad_output")
     V.float_dtypes(go.dtype, "grad_output")
@@ -386,19 +428,20 @@ class _Spec:
     cap: float                  # 0.0: no softcap
     ax: int
     C: int
-    samples: tuple
+    samples: Tuple[int, ...]
     compute: np.dtype           # kernels' dtype, and the loss dtype
     result: np.dtype            # the gradient's / log_softmax's dtype
-    shape: tuple = ()           # the logits' shape (for error messages)
+    shape: Tuple[int, ...] = ()  # the logits' shape (for error messages)
 
     def light(self) -> "_Spec":
         """This spec without the dask arrays and the class weights: what a task's function may
         capture.  (A closure over the arrays would drag their whole graph -- data included,
         for arrays made from NumPy -- into every task and into dask's tokenizer; the weights,
         C floats, reach the tasks as one shared graph key instead: see _weight_arg.)"""
-        return replace(self, x=None, t=None, w=None)
+        # (typed as the full spec: the tasks that get it never touch x, t or w)
+        return replace(self, x=cast(Any, None), t=cast(Any, None), w=None)
 
-    def weight_arg(self) -> list:
+    def weight_arg(self) -> List[Any]:
         """[weights as a one-chunk dask array, its index] for blockwise, or [] without
         weights: one key that every task reads, sent to each worker once."""
         if self.w is None:
@@ -421,8 +464,8 @@ class _Spec:
     def vocab_parallel(self) -> bool:
         return len(self.x.chunks[self.ax]) > 1
 
-    def kernel_kwargs(self) -> dict:
-        kw: dict = dict(weight=self.w, ignore_index=self.ignore, axis=self.ax)
+    def kernel_kwargs(self) -> Dict[str, Any]:
+        kw: Dict[str, Any] = dict(weight=self.w, ignore_index=self.ignore, axis=self.ax)
         if self.kind == "ce":
             kw.update(label_smoothing=self.eps, z_loss=self.zl,
                       softcap=self.cap if self.cap else None)
@@ -481,7 +524,7 @@ def _denominator(sp: _Spec) -> da.Array:
 
 # ============================================================================ batch path
 
-def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
+def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
     """Class axis in one chunk: fastce's kernel per block, float64 sums across blocks.
 
     Every call is the kernel with reduction="none" (each sample's loss, unrounded by a block
@@ -491,7 +534,7 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     kw = sp.kernel_kwargs()
     weighted = kw.pop("weight") is not None
     o = sp.light()
-    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, *sp.weight_arg()]
+    args: List[Any] = [sp.x, sp.ind, sp.t, sp.t_ind, *sp.weight_arg()]
     name = f"fastce-{sp.kind}-{_token(sp.x.name, sp.t.name, sp.reduction, want_grad, repr(kw))}"
 
     cdt = sp.compute
@@ -542,7 +585,7 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     else:
         args += [g, None]
 
-    def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> tuple:
+    def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> Tuple[Any, ...]:
         # in the compute dtype (float32 for float16): per-sample losses unrounded to float16;
         # the gradient is cast to the result dtype below, as the in-memory call does
         go = rest[-1]
@@ -557,7 +600,7 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     else:
         loss = _finish(_block_sum(parts, 0), denominator, sp.reduction, sp.compute)
     result = sp.result
-    grad = parts.map_blocks(lambda b: b[1].astype(result, copy=False), new_axis=sp.ax,
+    grad = da.map_blocks(lambda b: b[1].astype(result, copy=False), parts, new_axis=sp.ax,
                             chunks=sp.x.chunks, dtype=sp.result, name=f"{parts.name}-grad",
                             meta=np.empty((0,) * sp.x.ndim, sp.result))
     return loss, grad
@@ -715,6 +758,7 @@ def _merge(sp: _Spec, st: np.ndarray, tb: Optional[np.ndarray], w: Optional[np.n
     spread = sp.eps / sp.C if sp.C else 0.0
     with np.errstate(invalid="ignore", over="ignore"):
         if sp.fmt == "index":
+            assert tb is not None           # index targets always come with their block
             t = _index_target_block(sp, tb)
             kept = t != sp.ignore
             ts = np.where(kept, t, 0)
@@ -742,13 +786,13 @@ def _merge(sp: _Spec, st: np.ndarray, tb: Optional[np.ndarray], w: Optional[np.n
     return G
 
 
-def _stats_graph(sp: _Spec, name: str) -> da.Array:
+def _stats_graph(sp: _Spec, name: str) -> Tuple[da.Array, da.Array]:
     """Pass 1 and the merge: (the chunks' partials, the per-sample G fields chunked like the
     samples plus a trailing axis of 7 fields)."""
     cl = sp.ind[sp.ax]
     nf = _n_stats(sp)
     cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
-    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl]
+    args: List[Any] = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl]
     wd = None
     if sp.w is not None:
         wd = da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],))
@@ -756,7 +800,8 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
 
     o = sp.light()
 
-    def stats(xb, tb, cb, wb=None):
+    def stats(xb: np.ndarray, tb: np.ndarray, cb: np.ndarray,
+              wb: Optional[np.ndarray] = None) -> np.ndarray:
         return _chunk_stats(o, xb, tb, cb, wb)
 
     st = da.blockwise(stats, sp.ind, *args, dtype=F64, token=name + "-stats",
@@ -764,9 +809,10 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
     bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
     w_chunk_sums = np.array([float(sp.w[a:b].sum()) if sp.w is not None else float(b - a)
                              for a, b in zip(bounds[:-1], bounds[1:])])
-    targs: list = [sp.t, sp.t_ind, *sp.weight_arg()] if sp.fmt == "index" else []
+    targs: List[Any] = [sp.t, sp.t_ind, *sp.weight_arg()] if sp.fmt == "index" else []
 
-    def merge(stb, tb=None, w=None):
+    def merge(stb: np.ndarray, tb: Optional[np.ndarray] = None,
+              w: Optional[np.ndarray] = None) -> np.ndarray:
         return _merge(o, stb, tb, w, w_chunk_sums)
 
     G = da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
@@ -836,11 +882,11 @@ def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, stb:
             kept = np.expand_dims(t != sp.ignore, ax)
         else:
             q = V.probability_target(tb, tb.shape, F64)
-            k = (1.0 - sp.eps) * q + sp.eps / sp.C
+            kc = (1.0 - sp.eps) * q + sp.eps / sp.C
             if wv is not None:
-                k *= wv
+                kc *= wv
             g *= col(_G_COEF)
-            g -= k
+            g -= kc
             kept = None
         g *= scale if np.ndim(scale) == 0 else np.expand_dims(scale, ax)
         if kept is not None and not kept.all():
@@ -854,7 +900,7 @@ def _G_pair(b: np.ndarray) -> Tuple[float, float]:
     return np.sum(b[..., _G_LOSS], dtype=F64), np.sum(b[..., _G_DEN], dtype=F64)
 
 
-def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
+def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
     name = f"fastce-vp-{_token(sp.x.name, sp.t.name, sp.reduction, repr(sp.kernel_kwargs()))}"
     st, G = _stats_graph(sp, name)
     if sp.reduction == "none":
@@ -876,7 +922,7 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     # every chunk's partials of the sample block (a few floats per row and chunk), under an
     # index of their own: the class axis of `st` is chunked by fields, not by classes
     st_ind = sp.ind[:sp.ax] + "Y" + sp.ind[sp.ax + 1:]
-    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, st, st_ind, G, sp.s_ind + "Z"]
+    args: List[Any] = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, st, st_ind, G, sp.s_ind + "Z"]
     if isinstance(g, da.Array):
         args += [g, ""]
     elif gdask is not None:
@@ -889,7 +935,8 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any):
     o = sp.light()
     bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
 
-    def grad(xb, tb, cb, stb, Gb, scale, wb=None):
+    def grad(xb: np.ndarray, tb: np.ndarray, cb: np.ndarray, stb: np.ndarray, Gb: np.ndarray,
+             scale: Any, wb: Optional[np.ndarray] = None) -> np.ndarray:
         return _grad_chunk(o, xb, tb, cb, stb, Gb, scale, wb, bounds)
 
     gr = da.blockwise(grad, sp.ind, *args, dtype=sp.result, token=name + "-grad",
@@ -903,7 +950,7 @@ def cross_entropy(input: Any, target: Any, *, weight: Optional[ArrayLike] = None
                   ignore_index: int = -100, reduction: str = "mean",
                   label_smoothing: float = 0.0, axis: int = -1, z_loss: float = 0.0,
                   softcap: Optional[float] = None, return_grad: bool = False,
-                  grad_output: Any = 1.0):
+                  grad_output: Any = 1.0) -> Any:
     """Cross-entropy of dask-array logits (see :func:`fastce.cross_entropy`).
 
     Parameters
@@ -1017,7 +1064,7 @@ def _vocab_nll(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
     o = sp.light()
     cl = sp.ind[sp.ax]
     cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
-    args: list = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, *sp.weight_arg()]
+    args: List[Any] = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, *sp.weight_arg()]
     name = f"fastce-vp-nll-{_token(sp.x.name, sp.t.name, sp.reduction, sp.ignore)}"
     weighted = sp.w is not None
 
@@ -1048,7 +1095,7 @@ def _vocab_nll(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
     denominator = _denominator(sp) if sp.reduction == "mean" else None
     g, gdask = _grad_scale(sp.reduction, grad_output, denominator, sp.samples,
                            _sample_chunks(sp.x.chunks, sp.ax))
-    gargs: list = [sp.t, sp.t_ind, cls, cl]
+    gargs: List[Any] = [sp.t, sp.t_ind, cls, cl]
     if isinstance(g, da.Array):
         gargs += [g, ""]
     elif gdask is not None:
@@ -1080,7 +1127,7 @@ def _vocab_nll(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
 # ============================================================================ entropy
 
 def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad: bool = False,
-            grad_output: Any = 1.0):
+            grad_output: Any = 1.0) -> Any:
     """Shannon entropy (nats) of softmax(logits) along `axis` (see :func:`fastce.entropy`).
 
     A class axis in one chunk runs fastce's kernel per block.  A split class axis is merged from
@@ -1110,7 +1157,7 @@ def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad:
     name = "fastce-entropy-" + _token(x.name, ax, reduction, return_grad)
     if len(x.chunks[ax]) == 1:
         # one chunk per row: the kernel's per-sample entropies (and gradient) per block
-        def per_block(xb: np.ndarray) -> tuple:
+        def per_block(xb: np.ndarray) -> Any:
             return _D.entropy(xb.astype(compute, copy=False), axis=ax, reduction="none",
                               return_grad=True)
 
@@ -1135,7 +1182,7 @@ def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad:
     n_samples = float(math.prod(samples))
     g, gdask = _grad_scale(reduction, grad_output, da.from_array(np.asarray(n_samples, F64))
                            if reduction == "mean" else None, samples, schunks)
-    scale_args: list = ([g, ""] if isinstance(g, da.Array) else
+    scale_args: List[Any] = ([g, ""] if isinstance(g, da.Array) else
                         [gdask, s_ind] if gdask is not None else [g, None])
     if G is None:
         def grad_block(xb: np.ndarray, sc: Any) -> np.ndarray:
@@ -1152,7 +1199,8 @@ def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad:
     cls = da.arange(C, chunks=(x.chunks[ax],))
     bounds = np.cumsum((0,) + x.chunks[ax])
 
-    def grad_chunk(xb, cb, stb, Gb, sc):
+    def grad_chunk(xb: np.ndarray, cb: np.ndarray, stb: np.ndarray, Gb: np.ndarray,
+                   sc: Any) -> np.ndarray:
         if cb.size == 0:
             return np.zeros(xb.shape, dtype=result)
         k = int(np.searchsorted(bounds, cb[0], side="right")) - 1
@@ -1181,7 +1229,7 @@ def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]
     ind = _indices(x.ndim)
     s_ind = ind[:ax] + ind[ax + 1:]
 
-    def stats(xb):
+    def stats(xb: np.ndarray) -> np.ndarray:
         z = np.array(xb, dtype=F64)
         m, r = _max_rest(z, ax)
         sh, d = _shifted(z, m)
@@ -1193,7 +1241,7 @@ def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]
     st = da.blockwise(stats, ind, x, ind, dtype=F64, token=name + "-stats",
                       adjust_chunks={ind[ax]: 3}, meta=np.empty((0,) * x.ndim, F64))
 
-    def merge(stb):
+    def merge(stb: np.ndarray) -> np.ndarray:
         f = _fields_last(stb, ax, 3)
         m, r, u = f[..., 0], f[..., 1], f[..., 2]
         shift, log_s, sh_k = _merge_lse(m, r)
@@ -1286,7 +1334,8 @@ def _kl_setup(input: Any, target: Any, temperature: Any, reduction: Any, axis: A
     compute, result = V.float_dtypes(s.dtype, "input (student logits)")
     t = _as_dask(target, "target (teacher logits)")
     V.float_dtypes(t.dtype, "target (teacher logits)")
-    V.same_shape(s, t, "input (student logits)", "target (teacher logits)")
+    V.same_shape(_standin(s.dtype, s.shape), _standin(t.dtype, t.shape),
+                 "input (student logits)", "target (teacher logits)")
     one_c = one.astype(compute)
     _D.kl_div_logits(one_c, one_c, temperature=temperature)      # temperature's rule
     _, _, _, ax = V.split_axis(s.shape, V.axis_option(axis), "input")
@@ -1336,7 +1385,7 @@ def kl_div_logits(input: Any, target: Any, *, temperature: float = 1.0,
     g, gdask = ((_grad_scale(red, grad_output, da.from_array(np.asarray(ns, F64))
                              if red == "mean" else None, samples, schunks))
                 if return_grad else (None, None))
-    scale_args: list = ([g, ""] if isinstance(g, da.Array) else
+    scale_args: List[Any] = ([g, ""] if isinstance(g, da.Array) else
                         [gdask, s_ind] if gdask is not None else [g, None])
 
     if len(s.chunks[ax]) == 1:
@@ -1362,9 +1411,8 @@ def kl_div_logits(input: Any, target: Any, *, temperature: float = 1.0,
         def grad_block(sb: np.ndarray, tb: np.ndarray, sc: Any) -> np.ndarray:
             # grad_output = the scale: the kernel's gradient of the global loss, in one call
             go = float(sc) if np.ndim(sc) == 0 else sc
-            gb = _D.kl_div_logits(sb.astype(compute, copy=False), tb, temperature=tau,
-                                  reduction="none", axis=ax, return_grad=True,
-                                  grad_output=go)[1]
+            gb = _D.kl_div_logits_grad(sb.astype(compute, copy=False), tb, temperature=tau,
+                                       reduction="none", axis=ax, grad_output=go)
             return np.asarray(gb).astype(result, copy=False)
 
         gr = da.blockwise(grad_block, ind, s, ind, t, ind, *scale_args, dtype=result,
@@ -1450,13 +1498,13 @@ def _row_lse(x: da.Array, ax: int, name: str) -> da.Array:
     s_ind = ind[:ax] + ind[ax + 1:]
     cl = ind[ax]
 
-    def stats(xb):
+    def stats(xb: np.ndarray) -> np.ndarray:
         return np.concatenate(_max_rest(np.array(xb, dtype=F64), ax), axis=ax)
 
     st = da.blockwise(stats, ind, x, ind, dtype=F64, token=name + "-stats",
                       adjust_chunks={cl: 2}, meta=np.empty((0,) * x.ndim, F64))
 
-    def merge(stb):
+    def merge(stb: np.ndarray) -> np.ndarray:
         f = _fields_last(stb, ax, 2)
         shift, log_s, _ = _merge_lse(f[..., 0], f[..., 1])
         return np.stack([shift, log_s], axis=-1)
@@ -1480,10 +1528,10 @@ def logsumexp(input: Any, axis: int = -1) -> da.Array:
     """
     x, ax, compute, result = _row_setup(input, axis, "input")
     if len(x.chunks[ax]) == 1:
-        return x.map_blocks(lambda b: np.asarray(_F.logsumexp(b, axis=ax)), drop_axis=ax,
+        return da.map_blocks(lambda b: np.asarray(_F.logsumexp(b, axis=ax)), x, drop_axis=ax,
                             dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
     L = _row_lse(x, ax, "fastce-lse-" + _token(x.name, ax))
-    return L.map_blocks(lambda b: (b[..., 0] + b[..., 1]).astype(result), drop_axis=x.ndim - 1,
+    return da.map_blocks(lambda b: (b[..., 0] + b[..., 1]).astype(result), L, drop_axis=x.ndim - 1,
                         dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
 
 
@@ -1491,11 +1539,11 @@ def _row_output(kind: str, x: Any, axis: Any) -> da.Array:
     x, ax, compute, result = _row_setup(x, axis, "x")
     fn = _F.log_softmax if kind == "log_softmax" else _F.softmax
     if len(x.chunks[ax]) == 1:
-        return x.map_blocks(fn, axis=ax, dtype=result, meta=np.empty((0,) * x.ndim, result))
+        return da.map_blocks(fn, x, axis=ax, dtype=result, meta=np.empty((0,) * x.ndim, result))
     ind = _indices(x.ndim)
     L = _row_lse(x, ax, f"fastce-{kind}-" + _token(x.name, ax))
 
-    def out(xb, Lb):
+    def out(xb: np.ndarray, Lb: np.ndarray) -> np.ndarray:
         # a row whose max is not finite is NaN throughout, as fastce.log_softmax gives
         log_s = np.where(np.isfinite(Lb[..., 1]), Lb[..., 1], np.nan)
         with np.errstate(invalid="ignore"):
@@ -1541,7 +1589,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
                          reduction: str = "mean", label_smoothing: float = 0.0,
                          z_loss: float = 0.0, softcap: Optional[float] = None,
                          chunk_size: Optional[int] = None, return_grad: bool = False,
-                         grad_output: Any = 1.0):
+                         grad_output: Any = 1.0) -> Any:
     """Cross-entropy of ``input @ linear_weight.T + linear_bias`` for hidden states chunked along
     the batch (see :func:`fastce.linear_cross_entropy`).
 
@@ -1572,7 +1620,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     """
     reduction, eps, zl, ignore = _F._ce_options(reduction, label_smoothing, z_loss, ignore_index)
     X = _as_dask(input, "input")
-    Wm = _small_numpy(linear_weight)
+    Wm = _numpy(linear_weight)
     in_c, in_r = V.float_dtypes(X.dtype, "input")
     w_c, w_r = V.float_dtypes(Wm.dtype, "linear_weight")
     dtype = np.promote_types(in_c, w_c)
@@ -1598,10 +1646,10 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     X = X.rechunk({1: -1})
     t = t.rechunk((X.chunks[0],) if fmt == "index" else (X.chunks[0], (Vn,)))
     head = da.from_array(Wm, chunks=Wm.shape, name="fastce-head-" + _token(Wm))
-    args: list = [X, "nd", t, "n" if fmt == "index" else "nv", head, "vd"]
+    args: List[Any] = [X, "nd", t, "n" if fmt == "index" else "nv", head, "vd"]
     if bias is not None:
         args += [da.from_array(bias, chunks=bias.shape), "v"]
-    kw = dict(ignore_index=ignore, label_smoothing=eps, z_loss=zl, softcap=softcap,
+    kw: Dict[str, Any] = dict(ignore_index=ignore, label_smoothing=eps, z_loss=zl, softcap=softcap,
               chunk_size=chunk_size)
 
     sp = _Spec("ce", X, t, fmt, w, ignore, reduction, eps, zl, 0.0, 1, Vn, (N,), dtype, dtype,
@@ -1620,9 +1668,9 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
 
     weighted = w is not None
 
-    def block(xb, tb, Wb, *rest):
+    def block(xb: np.ndarray, tb: np.ndarray, Wb: np.ndarray, *rest: Any) -> Any:
         bb = rest[0] if has_bias else None
-        kwb = dict(kw, weight=rest[1 if has_bias else 0] if weighted else None)
+        kwb: Dict[str, Any] = dict(kw, weight=rest[1 if has_bias else 0] if weighted else None)
         if not return_grad:
             per = _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none", **kwb)
             if reduction == "none":
@@ -1630,7 +1678,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
             # the block's (sum, denominator share), ending the block's task
             return (np.sum(per, dtype=F64),
                     _block_denominator(o, tb, kwb["weight"]) if reduction == "mean" else 0.0)
-        scale = rest[-1] if scale_is_arg else g
+        scale: Any = rest[-1] if scale_is_arg else g
         # reduction="none" with the scale as grad_output: the per-sample losses (summed here in
         # float64) and the gradient of the global loss, in one pass
         return _F.linear_cross_entropy(xb, Wb, tb, linear_bias=bb, reduction="none",
@@ -1641,12 +1689,12 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
         return _finish_pairs(_pair_blocks(block, "n", args, name + "-pair"), reduction, dtype)
     parts = _per_block(block, *args, ind="n", name=name + "-parts")
     if reduction == "none":
-        loss = parts.map_blocks(lambda b: b[0], dtype=dtype, meta=np.empty((0,), dtype))
+        loss = da.map_blocks(lambda b: b[0], parts, dtype=dtype, meta=np.empty((0,), dtype))
     else:
         loss = _finish(_block_sum(parts, 0), denominator, reduction, dtype)
     if not return_grad:
         return loss
-    gX = parts.map_blocks(lambda b: b[1], dtype=in_r, chunks=X.chunks, new_axis=1,
+    gX = da.map_blocks(lambda b: b[1], parts, dtype=in_r, chunks=X.chunks, new_axis=1,
                           meta=np.empty((0, 0), in_r))
     outs = [loss, gX, _sum_of_blocks(parts, 2, (Vn, Wm.shape[1]), w_r)]
     if has_bias:
@@ -1654,11 +1702,12 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     return tuple(outs)
 
 
-def _sum_of_blocks(parts: da.Array, i: int, shape: tuple, dtype: np.dtype) -> da.Array:
+def _sum_of_blocks(parts: da.Array, i: int, shape: Tuple[int, ...], dtype: np.dtype[Any]
+                   ) -> da.Array:
     """sum over row blocks of an array field of each block's tuple, in float64, cast at the
     end (the head's gradient: every block contributes a full (V, D) term)."""
     nb = len(parts.chunks[0])
-    per = parts.map_blocks(lambda b: np.asarray(b[i], dtype=F64)[None],
+    per = da.map_blocks(lambda b: np.asarray(b[i], dtype=F64)[None], parts,
                            chunks=((1,) * nb,) + tuple((s,) for s in shape),
                            new_axis=list(range(1, len(shape) + 1)), dtype=F64,
                            meta=np.empty((0,) * (len(shape) + 1), F64))
@@ -1673,10 +1722,10 @@ def _binary_loss(kind: str, input: Any, target: Any, weight: Any, pos_weight: An
     x = _as_dask(input, "input")
     cdt, _ = V.float_dtypes(x.dtype, "input")
     y = _as_dask(target, "target")
-    V.same_shape(x, y, "input", "target")
+    V.same_shape(_standin(x.dtype, x.shape), _standin(y.dtype, y.shape), "input", "target")
     y = y.rechunk(x.chunks)
     ind = _indices(x.ndim)
-    args: list = [x, ind, y, ind]
+    args: List[Any] = [x, ind, y, ind]
     names = ["x", "y"]
     if weight is not None:
         wd = _as_dask(weight, "weight")
@@ -1694,10 +1743,11 @@ def _binary_loss(kind: str, input: Any, target: Any, weight: Any, pos_weight: An
         else:
             args += [pw, None]
         names.append("pos_weight")
-    fn = _F.binary_cross_entropy_with_logits if kind == "logits" else _F.binary_cross_entropy
+    fn: Callable[..., Any] = (_F.binary_cross_entropy_with_logits if kind == "logits"
+                              else _F.binary_cross_entropy)
 
     def call(*blocks: np.ndarray) -> np.ndarray:
-        kw = dict(zip(names[2:], blocks[2:]))
+        kw: Dict[str, Any] = dict(zip(names[2:], blocks[2:]))
         return fn(blocks[0], blocks[1], reduction="none", **kw)
 
     token = f"fastce-bce-{kind}-{_token(x.name, y.name, reduction)}"
