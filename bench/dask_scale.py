@@ -132,7 +132,11 @@ def main(argv=None):
     ap.add_argument("--dir", default="/tmp/fastce-dask-bench")
     ap.add_argument("--gib", type=float, default=2.5)
     ap.add_argument("--classes", type=int, default=32768)
-    ap.add_argument("--chunk-mib", type=float, default=16.0)
+    ap.add_argument("--chunk-mib", type=float, default=64.0,
+                    help="batch-chunked chunk size (vocab-parallel: --vocab-chunk-mib)")
+    ap.add_argument("--vocab-chunk-mib", type=float, default=8.0)
+    ap.add_argument("--copy", action="store_true",
+                    help="from_npy(mmap=False): read chunks into fresh arrays (os.preadv)")
     ap.add_argument("--distributed-malloc", action="store_true",
                     help="keep distributed's worker malloc settings (trim threshold 64 KiB)")
     ap.add_argument("--repeat", type=int, default=2)
@@ -158,10 +162,13 @@ def main(argv=None):
           f"({size / r['call'] / 2**30:.2f} GiB/s), peak RSS {gib(r['peak_rss'])}")
 
     rows = max(1, int(a.chunk_mib * 2**20 // (4 * C)))
+    vrows = max(1, int(a.vocab_chunk_mib * 2**20 // (4 * (C // 4))))
     cases = {
         "batch-chunked": (rows, -1),
-        "vocab-parallel (C/4 per chunk)": (rows * 2, C // 4),
+        "vocab-parallel (C/4 per chunk)": (vrows, C // 4),
     }
+    mmap = not a.copy
+    res["mmap"] = mmap
     # distributed starts workers with MALLOC_TRIM_THRESHOLD_=64 KiB, which also switches off
     # glibc's adaptive mmap threshold: every chunk-sized buffer is then a fresh mmap, first-touch
     # page-faulted (on this VM that costs as much as the kernel) and unmapped again.  With the
@@ -171,8 +178,9 @@ def main(argv=None):
         "distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(256 << 20),
         "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
     res["worker_environ"] = environ
-    print(f"# chunks of ~{a.chunk_mib:g} MiB (vocab-parallel: half that, its float64 copy must "
-          f"stay under the mmap threshold); worker malloc: "
+    print(f"# from_npy(mmap={mmap}); chunks of ~{a.chunk_mib:g} MiB batch-chunked, "
+          f"{a.vocab_chunk_mib:g} MiB vocab-parallel (its float64 copy must stay under glibc's "
+          f"mmap threshold); worker malloc: "
           f"{'distributed defaults' if a.distributed_malloc else environ}")
     with dask.config.set(environ), \
             LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
@@ -192,8 +200,8 @@ def main(argv=None):
         for name, chunks in cases.items():
             times, cpus, peak, peak_w = [], [], 0, 0
             for _ in range(a.repeat):
-                x = fcd.from_npy(xp, chunks=chunks)
-                t = fcd.from_npy(tp, chunks=(x.chunks[0],))
+                x = fcd.from_npy(xp, chunks=chunks, mmap=mmap)
+                t = fcd.from_npy(tp, chunks=(x.chunks[0],), mmap=mmap)
                 with PeakRSS(worker_pids) as mem:
                     s, c = time.perf_counter(), cpu_seconds(worker_pids)
                     loss = float(fcd.cross_entropy(x, t).compute())
@@ -214,8 +222,8 @@ def main(argv=None):
     # what the task overhead of a process cluster costs on this machine
     import resource
     for name, chunks in cases.items():
-        x = fcd.from_npy(xp, chunks=chunks)
-        t = fcd.from_npy(tp, chunks=(x.chunks[0],))
+        x = fcd.from_npy(xp, chunks=chunks, mmap=mmap)
+        t = fcd.from_npy(tp, chunks=(x.chunks[0],), mmap=mmap)
         times, cpus = [], []
         for _ in range(a.repeat):
             s, c = time.perf_counter(), time.process_time()

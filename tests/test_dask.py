@@ -807,21 +807,41 @@ def test_from_npy_fortran_order_and_blocks_are_copies(tmp_path, rng):
     np.testing.assert_array_equal(fcd.from_npy(p, chunks=(9, 3)).compute(scheduler="sync"), x)
 
 
-@pytest.mark.parametrize("shape", [(50,), (13, 7), (4, 5, 6), (3, 0, 2), (1, 9)])
-def test_npyfile_slices_match_numpy(tmp_path, rng, shape):
-    """Contiguous-run reads (os.preadv) give exactly NumPy's slice, for any unit-step slices;
-    other indices fall back to a memmap copy."""
+@pytest.mark.parametrize("mmap", [True, False], ids=["mmap", "read"])
+@pytest.mark.parametrize("shape", [(50,), (13, 7), (4, 5, 6), (3, 0, 2), (1, 9), (300, 1100)])
+def test_npyfile_slices_match_numpy(tmp_path, rng, shape, mmap):
+    """Mapped views of contiguous runs and os.preadv reads give exactly NumPy's slice, for any
+    unit-step slices (the mapping's offset is not page-aligned in general); other indices fall
+    back to a memmap copy.  Mapped views are read-only, reads are fresh writeable arrays."""
     x = rng.standard_normal(shape).astype(np.float32)
     np.save(tmp_path / "a.npy", x)
-    src = fcd.NpyFile(tmp_path / "a.npy")
+    src = fcd.NpyFile(tmp_path / "a.npy", mmap=mmap)
     for _ in range(25):
         nd = int(rng.integers(1, len(shape) + 1))
         idx = tuple(slice(*sorted(int(v) for v in rng.integers(0, n + 1, 2))) for n in shape[:nd])
         got = src[idx]
         np.testing.assert_array_equal(got, x[idx])
         assert got.flags.c_contiguous and got.dtype == x.dtype
+        assert got.flags.writeable == (not mmap or got.size == 0 or
+                                       not x[idx].flags.c_contiguous)
+    rows = src[len(x) // 2:]                         # whole rows: one contiguous run
+    assert rows.flags.writeable != mmap or rows.size == 0
     np.testing.assert_array_equal(src[..., ::2], x[..., ::2])
     np.testing.assert_array_equal(src[2:1], x[2:1])
+
+
+def test_npyfile_truncated_file_raises(tmp_path, rng):
+    """A file shorter than its header says: OSError naming it, never a read past the end (a
+    mapping would crash the worker with SIGBUS)."""
+    p = tmp_path / "t.npy"
+    np.save(p, rng.standard_normal((100, 50)))
+    for mmap in (True, False):
+        src = fcd.NpyFile(p, mmap=mmap)
+        with open(p, "r+b") as f:
+            f.truncate(os.path.getsize(p) - 1000)
+        with pytest.raises(OSError, match="truncated"):
+            src[90:]
+        np.save(p, rng.standard_normal((100, 50)))
 
 
 def test_zarr_input(tmp_path, rng):
