@@ -704,6 +704,15 @@ def test_bad_options_raise_like_in_memory(rng, bad):
         assert str(got.value) == str(want.value)
 
 
+def test_unknown_chunk_sizes_refused(rng):
+    x = da.from_array(rng.standard_normal((6, 4)), chunks=3)
+    xu = x[x[:, 0] > -10]                              # boolean mask: NaN chunk sizes
+    with pytest.raises(ValueError, match=r"input has unknown chunk sizes.*compute_chunk_sizes"):
+        fcd.cross_entropy(xu, np.zeros(6, dtype=np.int64))
+    got, = compute(fcd.logsumexp(xu.compute_chunk_sizes()))
+    np.testing.assert_allclose(got, fastce.logsumexp(x.compute()), rtol=1e-14)
+
+
 def test_masked_dask_array_refused(rng):
     x = da.ma.masked_greater(da.from_array(rng.random((6, 4)), chunks=3), 0.5)
     with pytest.raises(TypeError, match="input is a numpy.ma.MaskedArray"):

@@ -240,9 +240,17 @@ def _as_dask(a: Any, name: str) -> da.Array:
     if isinstance(a, da.Array):
         if isinstance(a._meta, np.ma.MaskedArray):
             V.plain_array(a._meta, name)                    # raises, naming the argument
+        if any(math.isnan(n) for n in a.shape):
+            raise ValueError(f"{name} has unknown chunk sizes (shape {a.shape}); fastce.dask "
+                             f"needs them: call {name}.compute_chunk_sizes() first")
         return a
     arr = V.plain_array(a, name)
-    return da.from_array(arr, chunks=arr.shape or ())
+    return da.from_array(arr, chunks=cast(Any, arr.shape or ()))
+
+
+def _shape(a: da.Array) -> Tuple[int, ...]:
+    """A dask array's shape as ints (dask types it int-or-NaN; _as_dask refuses NaN)."""
+    return tuple(int(n) for n in a.shape)
 
 
 def _small_numpy(a: Any) -> Optional[np.ndarray]:
@@ -272,7 +280,7 @@ def _check_target_dtype(t: da.Array, fmt: str, samples: Tuple[int, ...], C: int,
     """Raise _validate's own error now, not when a block is computed, for a target its rules
     reject by dtype (or, for probabilities, an explicit ignore_index); the range of class
     indices is checked per block, when the data is read."""
-    st = _standin(t.dtype, t.shape)
+    st = _standin(t.dtype, _shape(t))
     if fmt == "index" and t.dtype.kind not in "iu":
         V.class_index_target(st, samples, C, ignore, shape)      # raises TypeError
     if fmt == "prob" and (t.dtype.kind != "f" or ignore != V.DEFAULT_IGNORE_INDEX):
@@ -402,12 +410,12 @@ def _grad_scale(reduction: str, grad_output: Any, denominator: Optional[da.Array
     go = _as_dask(grad_output, "grad_output")
     V.float_dtypes(go.dtype, "grad_output")
     try:
-        np.broadcast_shapes(go.shape, samples)
-        ok = np.broadcast_shapes(go.shape, samples) == tuple(samples)
+        np.broadcast_shapes(_shape(go), samples)
+        ok = np.broadcast_shapes(_shape(go), samples) == tuple(samples)
     except ValueError:
         ok = False
     if not ok:
-        V.grad_output_array(_standin(go.dtype, go.shape), samples, F64)   # raises its error
+        V.grad_output_array(_standin(go.dtype, _shape(go)), samples, F64)   # raises its error
     return None, da.broadcast_to(go.astype(F64), samples).rechunk(sample_chunks)
 
 
@@ -479,18 +487,18 @@ def _spec(kind: str, input: Any, target: Any, weight: Any, ignore_index: Any, re
     x = _as_dask(input, "input")
     compute, result = V.float_dtypes(x.dtype, "input")
     cap = V.softcap(softcap, compute)
-    _, C, _, ax = V.split_axis(x.shape, axis, "input")
-    samples = V.sample_shape(x.shape, ax)
+    _, C, _, ax = V.split_axis(_shape(x), axis, "input")
+    samples = V.sample_shape(_shape(x), ax)
     w = V.class_weight(_small_numpy(weight), C)
     t = _as_dask(target, "target")
-    fmt = V.target_format(t, x.shape, samples)
+    fmt = V.target_format(_standin(t.dtype, _shape(t)), _shape(x), samples)
     if fmt == "prob" and kind == "nll":
         raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
                         f"dtype; got a target of the input's shape {tuple(t.shape)}")
-    _check_target_dtype(t, fmt, samples, C, ignore, tuple(x.shape))
+    _check_target_dtype(t, fmt, samples, C, ignore, _shape(x))
     t = t.rechunk(_sample_chunks(x.chunks, ax) if fmt == "index" else x.chunks)
     return _Spec(kind, x, t, fmt, w, ignore, reduction, eps, zl, cap, ax, C, samples,
-                 compute, result, tuple(x.shape))
+                 compute, result, _shape(x))
 
 
 def _index_target_block(sp: _Spec, tb: np.ndarray) -> np.ndarray:
@@ -585,7 +593,7 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
     else:
         args += [g, None]
 
-    def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> Tuple[Any, ...]:
+    def block(xb: np.ndarray, tb: np.ndarray, *rest: Any) -> Any:
         # in the compute dtype (float32 for float16): per-sample losses unrounded to float16;
         # the gradient is cast to the result dtype below, as the in-memory call does
         go = rest[-1]
@@ -698,7 +706,7 @@ def _chunk_stats(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray,
     if sp.fmt == "index" and cls.size:
         own, loc = _owned(tb, int(cls[0]), cls.size, ax)
         zy = np.where(own, np.take_along_axis(z, loc, axis=ax), 0.0)
-    elif sp.fmt == "index":
+    else:       # (no class in this chunk, or probability targets, which do not use it)
         zy = np.zeros(z.shape[:ax] + (1,) + z.shape[ax + 1:])
     m, r = _max_rest(z, ax)
     wv = None if wb is None else _class_view(wb, nd, ax)
@@ -1149,8 +1157,8 @@ def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad:
     reduction = V.reduction(reduction)
     x = _as_dask(input, "input")
     compute, result = V.float_dtypes(x.dtype, "input")
-    _, C, _, ax = V.split_axis(x.shape, V.axis_option(axis), "input")
-    samples = V.sample_shape(x.shape, ax)
+    _, C, _, ax = V.split_axis(_shape(x), V.axis_option(axis), "input")
+    samples = V.sample_shape(_shape(x), ax)
     ind = _indices(x.ndim)
     s_ind = ind[:ax] + ind[ax + 1:]
     schunks = _sample_chunks(x.chunks, ax)
@@ -1334,11 +1342,11 @@ def _kl_setup(input: Any, target: Any, temperature: Any, reduction: Any, axis: A
     compute, result = V.float_dtypes(s.dtype, "input (student logits)")
     t = _as_dask(target, "target (teacher logits)")
     V.float_dtypes(t.dtype, "target (teacher logits)")
-    V.same_shape(_standin(s.dtype, s.shape), _standin(t.dtype, t.shape),
+    V.same_shape(_standin(s.dtype, _shape(s)), _standin(t.dtype, _shape(t)),
                  "input (student logits)", "target (teacher logits)")
     one_c = one.astype(compute)
     _D.kl_div_logits(one_c, one_c, temperature=temperature)      # temperature's rule
-    _, _, _, ax = V.split_axis(s.shape, V.axis_option(axis), "input")
+    _, _, _, ax = V.split_axis(_shape(s), V.axis_option(axis), "input")
     red = "mean" if reduction == "batchmean" else str(reduction)
     # the teacher in the student's compute dtype, as the in-memory call casts it
     t = t.astype(compute).rechunk(s.chunks)
@@ -1376,7 +1384,7 @@ def kl_div_logits(input: Any, target: Any, *, temperature: float = 1.0,
     from . import divergence as _D
     s, t, tau, red, ax, compute, result = _kl_setup(input, target, temperature, reduction,
                                                     axis)
-    samples = V.sample_shape(s.shape, ax)
+    samples = V.sample_shape(_shape(s), ax)
     ns = float(math.prod(samples))
     ind = _indices(s.ndim)
     s_ind = ind[:ax] + ind[ax + 1:]
@@ -1488,7 +1496,7 @@ def _row_setup(x: Any, axis: Any, name: str) -> Tuple[da.Array, int, np.dtype, n
     # `name`: what the in-memory function calls its input in messages
     x = _as_dask(x, name)
     compute, result = V.float_dtypes(x.dtype, name)
-    _, _, _, ax = V.split_axis(x.shape, axis, name)
+    _, _, _, ax = V.split_axis(_shape(x), axis, name)
     return x, ax, compute, result
 
 
@@ -1631,8 +1639,9 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
         raise ValueError(f"input shape {tuple(X.shape)} does not match linear_weight shape "
                          f"{tuple(Wm.shape)}: expected (N, {Wm.shape[1]}) (fastce.dask takes "
                          f"2-D hidden states)")
-    N, Vn = X.shape[0], Wm.shape[0]
+    N, Vn = int(X.shape[0]), int(Wm.shape[0])
     bias = _small_numpy(linear_bias)
+    b_r = F64
     if bias is not None:
         b_r = V.float_dtypes(bias.dtype, "linear_bias")[1]
         if bias.shape != (Vn,):
@@ -1641,7 +1650,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     if chunk_size is not None:
         V.positive_int(chunk_size, "chunk_size")
     t = _as_dask(target, "target")
-    fmt = V.target_format(t, (N, Vn), (N,))
+    fmt = V.target_format(_standin(t.dtype, _shape(t)), (N, Vn), (N,))
     _check_target_dtype(t, fmt, (N,), Vn, ignore, (N, Vn))
     X = X.rechunk({1: -1})
     t = t.rechunk((X.chunks[0],) if fmt == "index" else (X.chunks[0], (Vn,)))
@@ -1722,7 +1731,7 @@ def _binary_loss(kind: str, input: Any, target: Any, weight: Any, pos_weight: An
     x = _as_dask(input, "input")
     cdt, _ = V.float_dtypes(x.dtype, "input")
     y = _as_dask(target, "target")
-    V.same_shape(_standin(x.dtype, x.shape), _standin(y.dtype, y.shape), "input", "target")
+    V.same_shape(_standin(x.dtype, _shape(x)), _standin(y.dtype, _shape(y)), "input", "target")
     y = y.rechunk(x.chunks)
     ind = _indices(x.ndim)
     args: List[Any] = [x, ind, y, ind]
@@ -1731,13 +1740,13 @@ def _binary_loss(kind: str, input: Any, target: Any, weight: Any, pos_weight: An
         wd = _as_dask(weight, "weight")
         V.float_dtypes(wd.dtype, "weight")
         try:
-            np.broadcast_shapes(wd.shape, x.shape)
+            np.broadcast_shapes(_shape(wd), _shape(x))
         except ValueError:
-            V.broadcast_weight(_standin(wd.dtype, wd.shape), x.shape, cdt)   # raises
+            V.broadcast_weight(_standin(wd.dtype, _shape(wd)), _shape(x), cdt)   # raises
         args += [da.broadcast_to(wd, x.shape).rechunk(x.chunks), ind]
         names.append("weight")
     if pos_weight is not None:
-        pw = V.pos_weight(_small_numpy(pos_weight), x.shape, cdt)
+        pw = V.pos_weight(_small_numpy(pos_weight), _shape(x), cdt)
         if x.ndim:
             args += [da.from_array(np.ascontiguousarray(pw), chunks=(x.chunks[-1],)), ind[-1]]
         else:
