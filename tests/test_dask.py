@@ -805,6 +805,21 @@ def test_from_npy_graph_holds_no_data(tmp_path, rng):
     assert ulps(got, fastce.cross_entropy(x, t)) <= 1
 
 
+def test_from_npy_chunkings_do_not_share_keys(tmp_path, rng):
+    """Two chunkings (or read modes) of one file get different names, hence different keys:
+    a cluster that still holds one's blocks must not hand them to the other (the bench saw a
+    wrong loss from exactly that)."""
+    x = rng.standard_normal((10, 6))
+    np.save(tmp_path / "k.npy", x)
+    a = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1))
+    b = fcd.from_npy(tmp_path / "k.npy", chunks=(3, -1))
+    c = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1), mmap=False)
+    assert len({a.name, b.name, c.name}) == 3
+    assert fcd.from_npy(tmp_path / "k.npy", chunks=(2, 6)).name == a.name   # same chunks
+    for arr in compute(a, b, c):
+        np.testing.assert_array_equal(arr, x)
+
+
 def test_from_npy_fortran_order_and_blocks_are_copies(tmp_path, rng):
     x = np.asfortranarray(rng.standard_normal((40, 7)))
     p = tmp_path / "f.npy"

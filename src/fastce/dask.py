@@ -25,6 +25,9 @@ probability targets need.  A merge per sample block combines them exactly::
 Keeping ``S - 1`` instead of ``S`` is what keeps confident rows accurate (loss ~ 1e-30 where
 ``lse - x_y`` would round to 0), as the in-memory kernel does.  Pass 2 (gradients only) reads
 each chunk again and writes ``softmax - target terms`` with the logits' chunks.
+:func:`entropy` merges its partials the same way; :func:`kl_div_logits` splits the in-memory
+kernel's three cancellation-free sums over class chunks at merged row maxes (one pass more);
+:func:`nll_loss` takes each target term from the chunk that owns it.
 
 Precision
 ---------
@@ -222,10 +225,14 @@ def from_npy(path: Union[str, "os.PathLike[str]"], chunks: Any = "auto", *,
     66.0
     """
     src = NpyFile(path, mmap=mmap)
-    # inline_array: the (tiny) NpyFile is embedded in each task instead of being one more key
+    chunks = da.core.normalize_chunks(chunks, src.shape, dtype=src.dtype)
+    # inline_array: the (tiny) NpyFile is embedded in each task instead of being one more key.
+    # The name covers the chunks: two chunkings of one file must not share keys (a cluster
+    # still holding the blocks of one would hand them to the other).
     return da.from_array(src, chunks=chunks, asarray=False, inline_array=True,
                          name="from-npy-" + _token(src.path, src.shape, str(src.dtype),
-                                                   os.path.getmtime(src.path), src.mmap),
+                                                   os.path.getmtime(src.path), src.mmap,
+                                                   chunks),
                          meta=np.empty((0,) * src.ndim, dtype=src.dtype))
 
 
