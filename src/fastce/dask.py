@@ -224,8 +224,9 @@ def from_npy(path: Union[str, "os.PathLike[str]"], chunks: Any = "auto", *,
     >>> float(from_npy(p, chunks=(2, -1)).sum().compute())
     66.0
     """
+    from dask.array.core import normalize_chunks
     src = NpyFile(path, mmap=mmap)
-    chunks = da.core.normalize_chunks(chunks, src.shape, dtype=src.dtype)
+    chunks = normalize_chunks(chunks, src.shape, dtype=src.dtype)
     # inline_array: the (tiny) NpyFile is embedded in each task instead of being one more key.
     # The name covers the chunks: two chunkings of one file must not share keys (a cluster
     # still holding the blocks of one would hand them to the other).
