@@ -325,7 +325,10 @@ def test_tasks_do_not_carry_the_data(rng, chunks):
                                return_grad=True), fcd.log_softmax(xd), fcd.logsumexp(xd),
             *fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, return_grad=True)]
     for red in REDUCTIONS:          # the loss-only graphs are built differently
-        outs += [*fcd.entropy(xd, reduction=red, return_grad=True),
+        outs += [*fcd.kl_div_logits(xd, xd + 1.0, reduction=red, return_grad=True),
+                 fcd.kl_div_logits(xd, xd * 2.0, reduction=red),
+                 *fcd.nll_loss(xd, td, weight=np.ones(64), reduction=red, return_grad=True),
+                 *fcd.entropy(xd, reduction=red, return_grad=True),
                  fcd.cross_entropy(xd, td, weight=np.ones(64), reduction=red),
                  fcd.nll_loss(xd, td, reduction=red),
                  fcd.linear_cross_entropy(xd, rng.standard_normal((8, 64)), td, reduction=red)]
