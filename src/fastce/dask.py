@@ -315,8 +315,8 @@ def _per_block(func: Callable[..., Any], *args: Any, ind: str, name: str, **kw: 
 
 def _field(parts: da.Array, i: int, dtype: np.dtype) -> da.Array:
     return da.map_blocks(lambda b: b[i].astype(dtype, copy=False), parts, dtype=dtype,
-                            name=f"{parts.name}-{i}",
-                            meta=np.empty((0,) * parts.ndim, dtype=dtype))
+                         name=f"{parts.name}-{i}",
+                         meta=np.empty((0,) * parts.ndim, dtype=dtype))
 
 
 def _block_sum(parts: da.Array, i: int) -> da.Array:
@@ -337,7 +337,7 @@ def _sum_per_block(arr: da.Array, fn: Callable[[Any], float], name: str) -> da.A
 
     ones = tuple((1,) * len(c) for c in arr.chunks)
     per = da.map_blocks(one, arr, chunks=ones, dtype=F64, name=name,
-                         meta=np.empty((0,) * nd, dtype=F64))
+                        meta=np.empty((0,) * nd, dtype=F64))
     ind = _indices(nd)
     return da.blockwise(_sum_all, "", per, ind, dtype=F64, concatenate=True,
                         name=name + "-total", meta=np.empty((), dtype=F64))
@@ -356,8 +356,8 @@ def _pairs_of(arr: da.Array, fn: Callable[[Any], Tuple[float, float]], name: str
         return np.asarray(fn(b), dtype=F64).reshape((1,) * nd + (2,))
 
     return da.map_blocks(pair, arr, chunks=tuple((1,) * len(c) for c in arr.chunks) + ((2,),),
-                          new_axis=nd, dtype=F64, name=name,
-                          meta=np.empty((0,) * (nd + 1), dtype=F64))
+                         new_axis=nd, dtype=F64, name=name,
+                         meta=np.empty((0,) * (nd + 1), dtype=F64))
 
 
 def _pair_blocks(func: Callable[..., Tuple[float, float]], ind: str, args: List[Any],
@@ -393,7 +393,7 @@ def _finish(total: da.Array, denominator: Optional[da.Array], reduction: str,
     once, at the very end."""
     if reduction == "sum":
         return da.map_blocks(lambda s: np.asarray(s, dtype=dtype), total, dtype=dtype,
-                                meta=np.empty((), dtype=dtype))
+                             meta=np.empty((), dtype=dtype))
 
     def div(s: np.ndarray, d: np.ndarray) -> np.ndarray:
         return np.asarray(_F._ieee_div(float(s), float(d)), dtype=dtype)
@@ -414,7 +414,7 @@ def _grad_scale(reduction: str, grad_output: Any, denominator: Optional[da.Array
         if reduction == "sum":
             return g, None
         return da.map_blocks(lambda d: np.asarray(g / d if d != 0 else 0.0, F64), denominator,
-                                      dtype=F64, meta=np.empty((), F64)), None
+                             dtype=F64, meta=np.empty((), F64)), None
     go = _as_dask(grad_output, "grad_output")
     V.float_dtypes(go.dtype, "grad_output")
     try:
@@ -617,8 +617,8 @@ def _batch_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
         loss = _finish(_block_sum(parts, 0), denominator, sp.reduction, sp.compute)
     result = sp.result
     grad = da.map_blocks(lambda b: b[1].astype(result, copy=False), parts, new_axis=sp.ax,
-                            chunks=sp.x.chunks, dtype=sp.result, name=f"{parts.name}-grad",
-                            meta=np.empty((0,) * sp.x.ndim, sp.result))
+                         chunks=sp.x.chunks, dtype=sp.result, name=f"{parts.name}-grad",
+                         meta=np.empty((0,) * sp.x.ndim, sp.result))
     return loss, grad
 
 
@@ -1090,7 +1090,8 @@ def _vocab_nll(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
             return _nll_terms(o, xb, tb, cb, w[0] if weighted else None)[0]
 
         per = da.blockwise(per_chunk, sp.ind, *args, dtype=F64, token=name + "-terms",
-                           adjust_chunks={cl: 1}, concatenate=True, meta=np.empty((0,) * sp.x.ndim, F64))
+                           adjust_chunks={cl: 1}, concatenate=True,
+                           meta=np.empty((0,) * sp.x.ndim, F64))
         ax, result = sp.ax, sp.result
 
         def add(b: np.ndarray) -> np.ndarray:
@@ -1545,10 +1546,11 @@ def logsumexp(input: Any, axis: int = -1) -> da.Array:
     x, ax, compute, result = _row_setup(input, axis, "input")
     if len(x.chunks[ax]) == 1:
         return da.map_blocks(lambda b: np.asarray(_F.logsumexp(b, axis=ax)), x, drop_axis=ax,
-                            dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
+                             dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
     L = _row_lse(x, ax, "fastce-lse-" + _token(x.name, ax))
-    return da.map_blocks(lambda b: (b[..., 0] + b[..., 1]).astype(result), L, drop_axis=x.ndim - 1,
-                        dtype=result, meta=np.empty((0,) * (x.ndim - 1), result))
+    return da.map_blocks(lambda b: (b[..., 0] + b[..., 1]).astype(result), L,
+                         drop_axis=x.ndim - 1, dtype=result,
+                         meta=np.empty((0,) * (x.ndim - 1), result))
 
 
 def _row_output(kind: str, x: Any, axis: Any) -> da.Array:
@@ -1712,7 +1714,7 @@ def linear_cross_entropy(input: Any, linear_weight: Any, target: Any, *,
     if not return_grad:
         return loss
     gX = da.map_blocks(lambda b: b[1], parts, dtype=in_r, chunks=X.chunks, new_axis=1,
-                          meta=np.empty((0, 0), in_r))
+                       meta=np.empty((0, 0), in_r))
     outs = [loss, gX, _sum_of_blocks(parts, 2, (Vn, Wm.shape[1]), w_r)]
     if has_bias:
         outs.append(_sum_of_blocks(parts, 3, (Vn,), b_r))
@@ -1725,9 +1727,9 @@ def _sum_of_blocks(parts: da.Array, i: int, shape: Tuple[int, ...], dtype: np.dt
     end (the head's gradient: every block contributes a full (V, D) term)."""
     nb = len(parts.chunks[0])
     per = da.map_blocks(lambda b: np.asarray(b[i], dtype=F64)[None], parts,
-                           chunks=((1,) * nb,) + tuple((s,) for s in shape),
-                           new_axis=list(range(1, len(shape) + 1)), dtype=F64,
-                           meta=np.empty((0,) * (len(shape) + 1), F64))
+                        chunks=((1,) * nb,) + tuple((s,) for s in shape),
+                        new_axis=list(range(1, len(shape) + 1)), dtype=F64,
+                        meta=np.empty((0,) * (len(shape) + 1), F64))
     return per.sum(axis=0, dtype=F64).astype(dtype)
 
 
