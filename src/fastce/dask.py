@@ -806,7 +806,7 @@ def _merge(sp: _Spec, st: np.ndarray, tb: Optional[np.ndarray], w: Optional[np.n
     return G
 
 
-def _stats_graph(sp: _Spec, name: str) -> Tuple[da.Array, da.Array]:
+def _stats_graph(sp: _Spec, name: str) -> da.Array:
     """Pass 1 and the merge: (the chunks' partials, the per-sample G fields chunked like the
     samples plus a trailing axis of 7 fields)."""
     cl = sp.ind[sp.ax]
@@ -835,44 +835,32 @@ def _stats_graph(sp: _Spec, name: str) -> Tuple[da.Array, da.Array]:
               w: Optional[np.ndarray] = None) -> np.ndarray:
         return _merge(o, stb, tb, w, w_chunk_sums)
 
-    G = da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
-                     dtype=F64, token=name + "-merge", concatenate=True,
-                     meta=np.empty((0,) * (len(sp.samples) + 1), F64))
-    return st, G
+    return da.blockwise(merge, sp.s_ind + "Z", st, sp.ind, *targs, new_axes={"Z": 7},
+                        dtype=F64, token=name + "-merge", concatenate=True,
+                        meta=np.empty((0,) * (len(sp.samples) + 1), F64))
 
 
-def _chunk_probs(z: np.ndarray, m_k: np.ndarray, r_k: np.ndarray, Gb: np.ndarray,
-                 ax: int) -> np.ndarray:
-    """p_c = exp(z_c - lse) for one chunk, from fastce's softmax kernel over the chunk:
-
-        p_c = softmax_k(z)_c * exp((m_k - M) + (log1p(r_k) - log S))
-
-    (softmax_k = exp(z - m_k) / (1 + r_k)).  Both brackets are small differences of exact or
-    small numbers, so the rescaling costs ~1 ulp; an all -inf chunk has p = 0 (its local
-    softmax is NaN), and a row with a non-finite max gets NaN through log S."""
+def _chunk_probs(z: np.ndarray, Gb: np.ndarray, ax: int) -> np.ndarray:
+    """p_c = exp((z_c - M) - log S) for one chunk, in z's memory: the in-memory kernels'
+    form, from the merged per-sample shift and log S (a masked class gives exp(-inf) = 0, a
+    row with a non-finite max NaN through log S).  One NumPy float64 exp pass: a third of
+    fastce's float64 softmax kernel over the chunk, rescaled, which this replaces."""
     shift = np.expand_dims(Gb[..., _G_SHIFT], ax)
     log_s = np.expand_dims(Gb[..., _G_LOGS], ax)
     with np.errstate(invalid="ignore", over="ignore"):
-        scale = np.exp((m_k - shift) + (np.log1p(r_k) - log_s))
-        p = _F.softmax(z, axis=ax, out=z) if z.size else z
-        p *= scale
-        masked = (m_k == -np.inf) & np.isfinite(log_s)    # an all -inf chunk in a finite row
-        if masked.any():
-            p[...] = np.where(masked, 0.0, p)             # (its local softmax is NaN)
-    return p
+        np.subtract(z, shift, out=z)
+        np.subtract(z, log_s, out=z)
+        np.exp(z, out=z)
+    return z
 
 
-def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, stb: np.ndarray,
-                Gb: np.ndarray, scale: Any, wb: Optional[np.ndarray],
-                bounds: np.ndarray) -> np.ndarray:
-    """Pass 2: d(loss)/d(logits) for one chunk, from the pass-1 partials of its sample block
-    (all chunks', concatenated: `stb`) and the merged per-sample fields."""
+def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, Gb: np.ndarray,
+                scale: Any, wb: Optional[np.ndarray]) -> np.ndarray:
+    """Pass 2: d(loss)/d(logits) for one chunk, from the merged per-sample fields of its
+    sample block."""
     ax, nd = sp.ax, xb.ndim
     if cls.size == 0:
         return np.zeros(xb.shape, dtype=sp.result)
-    k = int(np.searchsorted(bounds, cls[0], side="right")) - 1     # this chunk's number
-    f = _fields_last(stb, ax, _n_stats(sp))
-    m_k, r_k = np.expand_dims(f[..., k, 0], ax), np.expand_dims(f[..., k, 1], ax)
 
     def col(i: int) -> np.ndarray:
         return np.expand_dims(Gb[..., i], ax)
@@ -884,7 +872,7 @@ def _grad_chunk(sp: _Spec, xb: np.ndarray, tb: np.ndarray, cls: np.ndarray, stb:
         np.multiply(dcap, dcap, out=dcap)
         np.subtract(1.0, dcap, out=dcap)        # d(c tanh(x / c))/dx = 1 - tanh^2
     with np.errstate(invalid="ignore", over="ignore"):
-        g = _chunk_probs(z, m_k, r_k, Gb, ax)   # p, in z's memory
+        g = _chunk_probs(z, Gb, ax)             # p, in z's memory
         wv = None if wb is None else _class_view(wb, nd, ax)
         if sp.fmt == "index":
             t = _index_target_block(sp, tb)
@@ -922,7 +910,7 @@ def _G_pair(b: np.ndarray) -> Tuple[float, float]:
 
 def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
     name = f"fastce-vp-{_token(sp.x.name, sp.t.name, sp.reduction, repr(sp.kernel_kwargs()))}"
-    st, G = _stats_graph(sp, name)
+    G = _stats_graph(sp, name)
     if sp.reduction == "none":
         loss = G[..., _G_LOSS].astype(sp.result)     # per-sample: the input's float dtype
         denominator = None
@@ -939,10 +927,7 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
                            _sample_chunks(sp.x.chunks, sp.ax))
     cl = sp.ind[sp.ax]
     cls = da.arange(sp.C, chunks=(sp.x.chunks[sp.ax],))
-    # every chunk's partials of the sample block (a few floats per row and chunk), under an
-    # index of their own: the class axis of `st` is chunked by fields, not by classes
-    st_ind = sp.ind[:sp.ax] + "Y" + sp.ind[sp.ax + 1:]
-    args: List[Any] = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, st, st_ind, G, sp.s_ind + "Z"]
+    args: List[Any] = [sp.x, sp.ind, sp.t, sp.t_ind, cls, cl, G, sp.s_ind + "Z"]
     if isinstance(g, da.Array):
         args += [g, ""]
     elif gdask is not None:
@@ -953,11 +938,10 @@ def _vocab_class_loss(sp: _Spec, want_grad: bool, grad_output: Any) -> Any:
         args += [da.from_array(sp.w, chunks=(sp.x.chunks[sp.ax],)), cl]
 
     o = sp.light()
-    bounds = np.cumsum((0,) + sp.x.chunks[sp.ax])
 
-    def grad(xb: np.ndarray, tb: np.ndarray, cb: np.ndarray, stb: np.ndarray, Gb: np.ndarray,
-             scale: Any, wb: Optional[np.ndarray] = None) -> np.ndarray:
-        return _grad_chunk(o, xb, tb, cb, stb, Gb, scale, wb, bounds)
+    def grad(xb: np.ndarray, tb: np.ndarray, cb: np.ndarray, Gb: np.ndarray, scale: Any,
+             wb: Optional[np.ndarray] = None) -> np.ndarray:
+        return _grad_chunk(o, xb, tb, cb, Gb, scale, wb)
 
     gr = da.blockwise(grad, sp.ind, *args, dtype=sp.result, token=name + "-grad",
                       concatenate=True, meta=np.empty((0,) * sp.x.ndim, sp.result))
@@ -1188,9 +1172,9 @@ def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad:
 
         H = da.blockwise(values, s_ind, x, ind, dtype=F64, token=name, concatenate=True,
                          meta=np.empty((0,) * len(samples), F64))
-        st = G = None
+        G = None
     else:
-        st, G = _entropy_stats(x, ax, name)
+        G = _entropy_stats(x, ax, name)
         H = G[..., 0]
     if reduction == "none":
         loss = H.astype(result)
@@ -1216,37 +1200,23 @@ def entropy(input: Any, *, axis: int = -1, reduction: str = "none", return_grad:
                           token=name + "-grad", concatenate=True,
                           meta=np.empty((0,) * x.ndim, result))
         return loss, gr
-    st_ind = ind[:ax] + "Y" + ind[ax + 1:]
-    cls = da.arange(C, chunks=(x.chunks[ax],))
-    bounds = np.cumsum((0,) + x.chunks[ax])
-
-    def grad_chunk(xb: np.ndarray, cb: np.ndarray, stb: np.ndarray, Gb: np.ndarray,
-                   sc: Any) -> np.ndarray:
-        if cb.size == 0:
-            return np.zeros(xb.shape, dtype=result)
-        k = int(np.searchsorted(bounds, cb[0], side="right")) - 1
-        f = _fields_last(stb, ax, 3)
-        m_k, r_k = np.expand_dims(f[..., k, 0], ax), np.expand_dims(f[..., k, 1], ax)
+    def grad_chunk(xb: np.ndarray, Gb: np.ndarray, sc: Any) -> np.ndarray:
         z = np.array(xb, dtype=F64)
-        Gp = np.stack([Gb[..., 1], Gb[..., 2]], axis=-1)      # (shift, log S) for _chunk_probs
-        Gfull = np.zeros(Gp.shape[:-1] + (7,))
-        Gfull[..., _G_SHIFT], Gfull[..., _G_LOGS] = Gp[..., 0], Gp[..., 1]
         with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
             logp = (z - np.expand_dims(Gb[..., 1], ax)) - np.expand_dims(Gb[..., 2], ax)
-            p = _chunk_probs(z, m_k, r_k, Gfull, ax)
+            p = np.exp(logp)
             gch = -p * (logp + np.expand_dims(Gb[..., 0], ax))
             gch = np.where(p == 0.0, 0.0, gch)          # masked classes: p = 0, no gradient
             gch *= sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
         return gch.astype(result, copy=False)
 
-    gr = da.blockwise(grad_chunk, ind, x, ind, cls, ind[ax], st, st_ind, G, s_ind + "Z",
-                      *scale_args, dtype=result, token=name + "-grad", concatenate=True,
+    gr = da.blockwise(grad_chunk, ind, x, ind, G, s_ind + "Z", *scale_args, dtype=result, token=name + "-grad", concatenate=True,
                       meta=np.empty((0,) * x.ndim, result))
     return loss, gr
 
 
-def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]:
-    """(per-chunk partials [m_k, r_k, u_k], per-sample fields [H, shift, log S])."""
+def _entropy_stats(x: da.Array, ax: int, name: str) -> da.Array:
+    """Per-sample fields [H, shift, log S] merged from per-chunk partials [m_k, r_k, u_k]."""
     ind = _indices(x.ndim)
     s_ind = ind[:ax] + ind[ax + 1:]
 
@@ -1274,10 +1244,9 @@ def _entropy_stats(x: da.Array, ax: int, name: str) -> Tuple[da.Array, da.Array]
             H = log_s + spread / np.exp(log_s)
         return np.stack([H, shift, log_s], axis=-1)
 
-    G = da.blockwise(merge, s_ind + "Z", st, ind, new_axes={"Z": 3}, dtype=F64,
-                     token=name + "-merge", concatenate=True,
-                     meta=np.empty((0,) * x.ndim, F64))
-    return st, G
+    return da.blockwise(merge, s_ind + "Z", st, ind, new_axes={"Z": 3}, dtype=F64,
+                        token=name + "-merge", concatenate=True,
+                        meta=np.empty((0,) * x.ndim, F64))
 
 
 # ============================================================================ kl_div_logits
