@@ -1281,25 +1281,43 @@ def _kappa(z: np.ndarray) -> np.ndarray:
     return np.where(np.abs(z) < 0.125, p * z * z, direct)
 
 
-def _kl_terms(sb: np.ndarray, tb: np.ndarray, ms: np.ndarray, mt: np.ndarray, k: float
-              ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _kl_terms(sb: np.ndarray, tb: np.ndarray, ms: np.ndarray, mt: np.ndarray, k: float,
+              want_t1: bool = True) -> Tuple[np.ndarray, np.ndarray, Optional[np.ndarray]]:
     """Per class, float64: (ea, t0, t1) as the kernel's kl_terms: t0 = ea (e^d - 1), t1 = ea
     h(d), each from its cancellation-free form for |d| < 1/2 and (eb - ea, eb (d-1) + ea)
-    beyond.  ms, mt: the global raw row maxes, broadcastable along the class axis."""
+    beyond.  ms, mt: the global raw row maxes, broadcastable along the class axis.  t1 is None
+    unless `want_t1` (the gradient needs ea and t0 only)."""
     s = np.asarray(sb, dtype=F64)
     t = np.asarray(tb, dtype=F64)
     with np.errstate(invalid="ignore", over="ignore"):
-        ea = np.exp((s - ms) * k)
-        eb = np.exp((t - mt) * k)
-        d = ((t - s) - (mt - ms)) * k
-        p = np.zeros_like(d)
-        for c in _E2P:
-            p = p * d + c
-        e2 = d * d * p
+        ea = np.subtract(s, ms)
+        ea *= k
+        np.exp(ea, out=ea)
+        eb = np.subtract(t, mt)
+        eb *= k
+        np.exp(eb, out=eb)
+        d = np.subtract(t, s)
+        d -= mt - ms
+        d *= k
+        # the |d| >= 1/2 forms everywhere (cheap), then the series where |d| < 1/2 only
+        t0 = eb - ea
+        t1 = None
+        if want_t1:
+            t1 = d - 1.0
+            t1 *= eb
+            t1[eb == 0.0] = 0.0
+            t1 += ea
         small = np.abs(d) < 0.5                  # NaN: False
-        t0 = np.where(small, ea * (d + e2), eb - ea)
-        big1 = np.where(eb == 0.0, 0.0, eb * (d - 1.0)) + ea
-        t1 = np.where(small, ea * (d * d + (d - 1.0) * e2), big1)
+        if small.any():
+            ds, eas = d[small], ea[small]
+            p = np.full_like(ds, _E2P[0])
+            for c in _E2P[1:]:
+                p *= ds
+                p += c
+            e2 = ds * ds * p
+            t0[small] = eas * (ds + e2)
+            if t1 is not None:
+                t1[small] = eas * (ds * ds + (ds - 1.0) * e2)
     return ea, t0, t1
 
 
@@ -1414,7 +1432,7 @@ def kl_div_logits(input: Any, target: Any, *, temperature: float = 1.0,
     def grad_chunk(sb: np.ndarray, tb: np.ndarray, Gb: np.ndarray, sc: Any) -> np.ndarray:
         ms, mt = np.expand_dims(Gb[..., 3], ax), np.expand_dims(Gb[..., 4], ax)
         g0, cg = np.expand_dims(Gb[..., 1], ax), np.expand_dims(Gb[..., 2], ax)
-        ea, t0, _ = _kl_terms(sb, tb, ms, mt, k)
+        ea, t0, _ = _kl_terms(sb, tb, ms, mt, k, want_t1=False)
         with np.errstate(invalid="ignore", over="ignore"):
             gch = cg * (ea * g0 - t0)
             gch *= sc if np.ndim(sc) == 0 else np.expand_dims(sc, ax)
@@ -1451,6 +1469,7 @@ def _kl_stats(s: da.Array, t: da.Array, ax: int, tau: float, name: str) -> da.Ar
     def sums(sb: np.ndarray, tb: np.ndarray, Mb: np.ndarray) -> np.ndarray:
         ms, mt = np.expand_dims(Mb[..., 0], ax), np.expand_dims(Mb[..., 1], ax)
         ea, t0, t1 = _kl_terms(sb, tb, ms, mt, k)
+        assert t1 is not None
         return np.concatenate([x.sum(axis=ax, keepdims=True) for x in (ea, t0, t1)], axis=ax)
 
     st = da.blockwise(sums, ind, s, ind, t, ind, M, s_ind + "Z", dtype=F64,
