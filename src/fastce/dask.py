@@ -658,23 +658,19 @@ def _max_rest(z: np.ndarray, ax: int) -> Tuple[np.ndarray, np.ndarray]:
     """(m, r) of a float64 chunk along `ax`, keepdims: its max and r = sum exp(z - m) over the
     chunk with the max's own term (exactly 1) left out.
 
-    The argmax's entry is set to -inf before the exp-sum, so r is a sum of positive terms
-    each <= 1 with nothing subtracted: full relative precision even when r ~ 1e-30 (a
-    confident chunk), where sum exp(z - m) - 1 would cancel to 0.  (NumPy's float64 exp here
-    costs a third of a fastce float64 kernel call that gave r as expm1 of a confident-row
-    loss; both agree to ~1e-15.)  A chunk whose max is not finite gives NaN here; the merge
-    never reads its r (it weighs an all -inf chunk by 0 and returns M itself for an infinite or
-    NaN M)."""
+    One fused fastce kernel call computes r: cross-entropy with the chunk's own argmax as the
+    target is ``nll = log1p(r)`` (the kernel's confident-row form, full relative precision), so
+    ``r = expm1(nll)`` to a few ulps -- in float64, and without a NumPy exp pass.  A chunk
+    whose max is not finite gives NaN here; the merge never reads its r (it weighs an all -inf
+    chunk by 0 and returns M itself for an infinite or NaN M)."""
     kept_shape = z.shape[:ax] + (1,) + z.shape[ax + 1:]
     if z.shape[ax] == 0:
         return np.full(kept_shape, -np.inf), np.zeros(kept_shape)
     top = np.expand_dims(np.argmax(z, axis=ax), ax)
     m = np.take_along_axis(z, top, axis=ax)
     with np.errstate(invalid="ignore", over="ignore"):
-        d = np.subtract(z, m)
-        np.put_along_axis(d, top, -np.inf, axis=ax)
-        np.exp(d, out=d)
-        r = d.sum(axis=ax, keepdims=True)
+        nll = _F.cross_entropy(z, np.squeeze(top, ax), reduction="none", axis=ax)
+        r = np.expm1(np.asarray(nll, dtype=F64)).reshape(kept_shape)
     return m, r
 
 
