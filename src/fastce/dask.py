@@ -839,8 +839,9 @@ def _stats_graph(sp: _Spec, name: str) -> da.Array:
 def _chunk_probs(z: np.ndarray, Gb: np.ndarray, ax: int) -> np.ndarray:
     """p_c = exp((z_c - M) - log S) for one chunk, in z's memory: the in-memory kernels'
     form, from the merged per-sample shift and log S (a masked class gives exp(-inf) = 0, a
-    row with a non-finite max NaN through log S).  One NumPy float64 exp pass: a third of
-    fastce's float64 softmax kernel over the chunk, rescaled, which this replaces."""
+    row with a non-finite max NaN through log S).  One NumPy float64 exp pass, about the cost
+    of fastce's one-thread float64 softmax kernel over the chunk, and it needs no per-chunk
+    partials (so the gradient tasks do not read pass 1's)."""
     shift = np.expand_dims(Gb[..., _G_SHIFT], ax)
     log_s = np.expand_dims(Gb[..., _G_LOGS], ax)
     with np.errstate(invalid="ignore", over="ignore"):
