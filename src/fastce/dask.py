@@ -1,3 +1,7 @@
+# dask ships no type information, so pyright infers its parameter types from their defaults
+# (da.from_array's chunks="auto" becomes `str`) and rejects every tuple of chunks; mypy treats
+# dask as untyped instead (pyproject.toml).
+# pyright: reportArgumentType=false
 """Dask adapter: fastce's losses on chunked dask arrays, vocab-parallel and out of core.
 
 Use it to evaluate a prediction set larger than memory, or on a Dask cluster::

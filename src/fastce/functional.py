@@ -299,18 +299,20 @@ def _class_loss(kind: Literal["ce", "nll"], inp: ArrayLike, target: ArrayLike,
     loss = np.empty(A * B, dtype=np.float64)
     nth = _nthreads(xc.size, _ce_family(C, B))
 
+    # tgt: int64 class indices of the sample shape, or probabilities of the input's shape
+    tgt: Any        # (the two formats share one name; each kernel call takes its own)
     if fmt == "index":
-        t = V.class_index_target(target, samples, C, ignore, xc.shape)
-        denominator = _index_denominator(t, w, ignore)
+        tgt = V.class_index_target(target, samples, C, ignore, xc.shape)
+        denominator = _index_denominator(tgt, w, ignore)
     else:
-        q = V.probability_target(target, xc.shape, xc.dtype, ignore)
+        tgt = V.probability_target(target, xc.shape, xc.dtype, ignore)
         denominator = float(A * B)
 
     gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
                      if want_grad else (0.0, None))
     # Everything the kernel reads: an out= overlapping any of it gets a temporary instead
     # (a gradient written over validated class indices would turn them into wild indices).
-    reads = (xc, t if fmt == "index" else q, w, gscale)
+    reads = (xc, tgt, w, gscale)
     grad, pending = (V.output_buffer(out, xc.shape, rdt, xc.dtype, reads)
                      if want_grad else (None, None))
     gflat = grad.reshape(-1) if grad is not None else None
@@ -320,10 +322,10 @@ def _class_loss(kind: Literal["ce", "nll"], inp: ArrayLike, target: ArrayLike,
         loss.fill(0.0)
     elif fmt == "index":
         W = float(w.sum()) if w is not None else float(C)
-        _ce.cross_entropy_index(xc.reshape(-1), t.reshape(-1), w, W, ignore, eps, A, C, B,
+        _ce.cross_entropy_index(xc.reshape(-1), tgt.reshape(-1), w, W, ignore, eps, A, C, B,
                                 loss, gflat, gcoef, gscale, nth, kind == "nll", zl, cap)
     else:
-        _ce.cross_entropy_prob(xc.reshape(-1), q.reshape(-1), w, eps, A, C, B, loss, gflat,
+        _ce.cross_entropy_prob(xc.reshape(-1), tgt.reshape(-1), w, eps, A, C, B, loss, gflat,
                                gcoef, gscale, nth, zl, cap)
 
     value = _reduce(loss, reduction, denominator, samples, xc.dtype, rdt)
@@ -1062,6 +1064,7 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
     samples = () if one_d else (N,)
     logits_shape = (Vn,) if one_d else (N, Vn)
     bias = None
+    b_dt = dtype
     if linear_bias is not None:
         b_dt = V.float_dtypes(np.asarray(linear_bias).dtype, "linear_bias")[1]
         bias = V.same_dtype_input(linear_bias, dtype, "linear_bias")
@@ -1069,11 +1072,13 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
             raise ValueError(f"linear_bias must have shape ({Vn},); got {tuple(bias.shape)}")
     w = V.class_weight(weight, Vn)
     fmt = V.target_format(target, logits_shape, samples)
+    # tgt: flat int64 class indices, or (N, V) probabilities
+    tgt: Any        # (the two formats share one name; each kernel call takes its own)
     if fmt == "index":
-        t = V.class_index_target(target, samples, Vn, ignore, logits_shape).reshape(-1)
-        denominator = _index_denominator(t, w, ignore)
+        tgt = V.class_index_target(target, samples, Vn, ignore, logits_shape).reshape(-1)
+        denominator = _index_denominator(tgt, w, ignore)
     else:
-        q = V.probability_target(target, logits_shape, dtype, ignore).reshape(N, Vn)
+        tgt = V.probability_target(target, logits_shape, dtype, ignore).reshape(N, Vn)
         denominator = float(N)
     gcoef, gscale = (_grad_scaling(reduction, grad_output, denominator, samples)
                      if return_grad else (0.0, None))
@@ -1085,11 +1090,12 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
 
     loss = np.empty(N, dtype=np.float64)
     buf = np.empty((min(chunk, N), Vn), dtype=dtype)
-    if return_grad:
-        gX = np.empty_like(X2)
-        gW = np.zeros_like(Wm)
-        gW_part = np.empty_like(Wm)
-        gb = np.zeros(Vn, dtype=np.float64) if bias is not None else None
+    # gradient accumulators (0-row placeholders without return_grad: never written)
+    rows = N if return_grad else 0
+    gX = np.empty((rows, X2.shape[1]), dtype=dtype)
+    gW = np.zeros((Vn if return_grad else 0, Wm.shape[1]), dtype=dtype)
+    gW_part = np.empty_like(gW)
+    gb = np.zeros(Vn, dtype=np.float64) if bias is not None and return_grad else None
     for s in range(0, N, chunk):
         e = min(N, s + chunk)
         L = buf[:e - s]
@@ -1102,10 +1108,10 @@ def linear_cross_entropy(input: ArrayLike, linear_weight: ArrayLike, target: Arr
         if L.size == 0:             # V == 0: every target ignored (validated), loss 0
             loss[s:e] = 0.0
         elif fmt == "index":
-            _ce.cross_entropy_index(L.reshape(-1), t[s:e], w, W_sum, ignore, eps, e - s, Vn, 1,
+            _ce.cross_entropy_index(L.reshape(-1), tgt[s:e], w, W_sum, ignore, eps, e - s, Vn, 1,
                                     loss[s:e], G, gcoef, gs, nth, False, zl, cap)
         else:
-            _ce.cross_entropy_prob(L.reshape(-1), np.ascontiguousarray(q[s:e]).reshape(-1), w,
+            _ce.cross_entropy_prob(L.reshape(-1), np.ascontiguousarray(tgt[s:e]).reshape(-1), w,
                                    eps, e - s, Vn, 1, loss[s:e], G, gcoef, gs, nth, zl, cap)
         if return_grad:             # L now holds d(loss)/d(logits) for the chunk
             np.matmul(L, Wm, out=gX[s:e])

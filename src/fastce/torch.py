@@ -138,8 +138,9 @@ class _ScaledGrad(torch.autograd.Function):
     """Shared backward: the saved gradient times grad_output (per sample for "none")."""
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
+    @once_differentiable   # (its typing makes the wrapped method's parameters positional-only)
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
         (grad,) = ctx.saved_tensors
         go = grad_output
         if ctx.reduction == "none" and ctx.class_dim is not None and grad.dim() >= 2:
@@ -364,8 +365,9 @@ class _LinearCE(torch.autograd.Function):
         return _to_tensor(loss, input.dtype)
 
     @staticmethod
-    @once_differentiable
-    def backward(ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
+    @once_differentiable   # (its typing makes the wrapped method's parameters positional-only)
+    def backward(  # pyright: ignore[reportIncompatibleMethodOverride]
+            ctx: Any, grad_output: Tensor) -> Tuple[Optional[Tensor], ...]:
         nig = ctx.needs_input_grad
         if ctx.reduction != "none":
             saved = ctx.saved_tensors
