@@ -17,19 +17,20 @@
 
 /*
  * e2(d) = expm1(d) - d = d^2 P(d), P(d) = sum_{k>=2} d^(k-2) / k!, for |d| < 1/2 (the callers
- * select another formula outside).  Truncated Taylor series: the first omitted term is below
- * 2^-30 (float, through 1/10!) and 2^-58 (double, through 1/17!) of P at |d| = 1/2.
+ * select another formula outside).  float: a degree-5 polynomial fitted to P on [-1/2, 1/2]
+ * for minimal relative error (iteratively reweighted least squares on Chebyshev nodes against
+ * 40-digit mpmath values): 2.4e-8 relative as an approximation, 1.78 ulp measured in float32
+ * Horner evaluation over 40001 points (the truncated Taylor series it replaces needed degree 8
+ * for the same accuracy; three fewer multiply-adds in the KL kernel's inner loop).  double:
+ * Taylor through 1/17! (first omitted term below 2^-58 of P at |d| = 1/2).
  */
 FCE_INLINE float fce_div_e2p_f(float d)
 {
-    float p = 1.0f / 3628800.0f;
-    p = p * d + 1.0f / 362880.0f;
-    p = p * d + 1.0f / 40320.0f;
-    p = p * d + 1.0f / 5040.0f;
-    p = p * d + 1.0f / 720.0f;
-    p = p * d + 1.0f / 120.0f;
-    p = p * d + 1.0f / 24.0f;
-    p = p * d + 1.0f / 6.0f;
+    float p = 1.987558062e-04f;
+    p = p * d + 1.398199704e-03f;
+    p = p * d + 8.333452046e-03f;
+    p = p * d + 4.166579619e-02f;
+    p = p * d + 1.666666567e-01f;
     p = p * d + 0.5f;
     return p;
 }
