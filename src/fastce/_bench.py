@@ -5,7 +5,9 @@ Three sections (each can be skipped):
 throughput  Large shapes.  Fused loss + gradient ("fwd+bwd") and forward-only ("fwd") rows, in
             float32 and float64.  The *limit* of a fwd+bwd row is ``np.copyto`` of the logits
             (a kernel must read the logits once and write a gradient of the same size); the limit
-            of a fwd row is one read pass, ``np.max`` of the logits.
+            of a fwd row is one read pass, ``np.max`` of the logits.  The divergence rows
+            (kl_div_logits, entropy, sigmoid_focal_loss, fwd+bwd) follow; the limit of the KL
+            row is copying both logit arrays (student and teacher).
 per-call    Mini-batch shapes, the cost of one call as a trainer sees it: the median over k
             samples of 1000 back-to-back calls, in microseconds per call, float32, the gradient
             written into a reused ``out=`` buffer.
@@ -164,7 +166,8 @@ def header_line(info: Row, quick: bool) -> str:
 @dataclass(frozen=True)
 class Case:
     """One benchmark row: what is computed (kind, mode), on which shape (full and --quick)."""
-    kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce"
+    kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce",
+                           # or one of DIV_KINDS (kl_logits, entropy, focal)
     mode: str              # FUSED, FWD, or OBJECT (per-call: loss object + backward)
     shape: Shape
     quick_shape: Optional[Shape] = None
