@@ -416,9 +416,10 @@ FCE_INLINE T S(ent_grad_term)(T xv, T m, T e, T ws, T inv_s)
     return e == 0 ? (T)0 : v;
 }
 
-/* One row; with a gradient (G) the exps are parked in g. */
+/* One row; with a gradient (G) the exps are parked in g.  xn: the next row (or NULL),
+ * prefetched during the sum pass as in kl_row. */
 FCE_INLINE void S(ent_row)(const T *x, fce_idx C, fce_idx sidx, const fce_ent_args *a, T *g,
-                           const int G)
+                           const T *xn, const int G)
 {
     double ao[FCE_LANES] = {0}, ar[FCE_LANES] = {0}, aw[FCE_LANES] = {0};
     double to = 0.0, tr = 0.0, tw = 0.0;
@@ -428,7 +429,12 @@ FCE_INLINE void S(ent_row)(const T *x, fce_idx C, fce_idx sidx, const fce_ent_ar
     while (j + FCE_LANES <= C) {
         T fo[FCE_LANES] = {0}, fr[FCE_LANES] = {0}, fw[FCE_LANES] = {0};
         fce_idx stop = j + FCE_DIV_GROUP * FCE_LANES <= C ? j + FCE_DIV_GROUP * FCE_LANES : C;
-        for (jg = j; jg + FCE_LANES <= stop; jg += FCE_LANES)
+        for (jg = j; jg + FCE_LANES <= stop; jg += FCE_LANES) {
+            if (xn) {
+                int pb;
+                for (pb = 0; pb < FCE_LANES * (int)sizeof(T); pb += 64)
+                    FCE_DIV_PREFETCH((const char *)(xn + jg) + pb);
+            }
             _Pragma("omp simd")
             for (l = 0; l < FCE_LANES; l++) {
                 T e, w, o, r;
@@ -436,6 +442,7 @@ FCE_INLINE void S(ent_row)(const T *x, fce_idx C, fce_idx sidx, const fce_ent_ar
                 if (G) g[jg + l] = e;
                 fo[l] += o; fr[l] += r; fw[l] += w;
             }
+        }
         j = jg;
         _Pragma("omp simd")
         for (l = 0; l < FCE_LANES; l++) {
@@ -511,8 +518,9 @@ static void S(entropy_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce
     T *grad = (T *)gv;
     S(fce_item) it = S(decode)(A, C, B, item);
     if (it.kind == FCE_ROW) {
-        if (grad) S(ent_row)(x + it.off, C, it.soff, a, grad + it.off, 1);
-        else S(ent_row)(x + it.off, C, it.soff, a, NULL, 0);
+        const T *xn = item + 1 < A ? x + it.off + C : NULL;
+        if (grad) S(ent_row)(x + it.off, C, it.soff, a, grad + it.off, xn, 1);
+        else S(ent_row)(x + it.off, C, it.soff, a, NULL, xn, 0);
     } else {
         T xbuf[FCE_SMALL_C * FCE_TILE], gbuf[FCE_SMALL_C * FCE_TILE];
         fce_idx st;
