@@ -9,7 +9,6 @@ Environment switches (read at build time):
   CC=clang            any C compiler works; see docs/building.md for what each one gets
 """
 import os
-import platform
 import re
 import shutil
 import subprocess
@@ -23,13 +22,12 @@ from setuptools.command.build_ext import build_ext
 
 MODULES = ["_softmax", "_ce", "_binary", "_threads", "_fastpath", "_div"]
 # Kernel families each module compiles (FCE_FAMILIES in _kernels.h: 1 row ops, 2 CE/NLL,
-# 4 binary losses); _threads includes only the ISA resolver, _fastpath the argument structs
-# only (it calls the _ce / _binary drivers through their .pxd),
-# _div its own header.
-FAMILIES = {"_softmax": 1, "_ce": 2, "_binary": 4, "_fastpath": 0}
+# 4 binary losses, 8 KL / entropy / focal / top-k); _threads includes only the ISA resolver,
+# _fastpath the argument structs only (it calls the _ce / _binary drivers through their .pxd).
+FAMILIES = {"_softmax": 1, "_ce": 2, "_binary": 4, "_fastpath": 0, "_div": 8}
 KERNEL_HEADERS = [f"src/fastce/{h}" for h in (
     "_simd.h", "_isa.h", "_kernels.h", "_kern_inst.h", "_kern_body.h", "_k_layout.h",
-    "_k_reduce.h", "_k_rowops.h", "_k_ce.h", "_k_binary.h", "_div_body.h")]
+    "_k_reduce.h", "_k_rowops.h", "_k_ce.h", "_k_binary.h", "_k_div.h")]
 
 
 def _flag(name):
@@ -152,26 +150,6 @@ def _cross_compiling():
     return sys.platform == "darwin" and archflags.count("-arch") > 1
 
 
-# _kernels.h dispatches through target pragmas (_isa.h, guarded by compiler version); the
-# target_clones left to probe are _div_body.h's.
-def _clones_work(compiler, compile_args, header=os.path.join("src", "fastce", "_div_body.h")):
-    """Whether the runtime ISA dispatch in _kernels.h builds *and runs* with this compiler.
-
-    The probe uses the exact `target_clones(...)` list from the header, so it follows the
-    header.  It fails, and the build falls back to a single baseline variant
-    (-DFCE_NO_CLONES), where the compiler does not know a target (GCC < 11 has no
-    "arch=x86-64-v4"; that is the manylinux2014 image's GCC 10) or where the C library cannot
-    run the ifunc resolvers the clones rely on (musl)."""
-    with open(header) as f:
-        m = re.search(r"target_clones\(([^)]*)\)", f.read())
-    if m is None:
-        return True      # the header has no dispatch to protect
-    source = (f"__attribute__((target_clones({m.group(1)})))\n"
-              "int fce_probe(int x) { return x + 1; }\n"
-              "int main(void) { return fce_probe(-1); }\n")
-    return _probe(compiler, source, compile_args, run=not _cross_compiling())
-
-
 class BuildExt(build_ext):
     """Adds optimisation flags and OpenMP when the compiler supports them."""
 
@@ -196,11 +174,6 @@ class BuildExt(build_ext):
                 san = ["-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
                 compile_args += san
                 link_args += san
-            if (platform.machine().lower() in ("x86_64", "amd64")
-                    and not _clones_work(self.compiler, compile_args)):
-                print("fastce: this compiler/libc cannot build the runtime ISA dispatch "
-                      "(target_clones); building one baseline variant (-DFCE_NO_CLONES)")
-                macros.append(("FCE_NO_CLONES", None))
         omp = None
         if not _flag("FASTCE_NO_OPENMP"):
             omp = _openmp_flags(self.compiler, identity)

@@ -21,7 +21,13 @@ out = dict(report=_threads.isa_report(),
            ce_cap=float(fastce.cross_entropy(x, t, softcap=2.0)),
            ce_cols=float(fastce.cross_entropy(xc, rng.integers(0, 5, (3, 70)), axis=1)),
            lse=fastce.logsumexp(x).tolist(),
-           bce=float(fastce.binary_cross_entropy_with_logits(x, (x > 0).astype(float))))
+           bce=float(fastce.binary_cross_entropy_with_logits(x, (x > 0).astype(float))),
+           kl=float(fastce.kl_div_logits(x, x[::-1].copy(), temperature=1.5)),
+           kl_cols=float(fastce.kl_div_logits(xc, xc[::-1].copy(), axis=1)),
+           ent=float(fastce.entropy(x, reduction="sum")),
+           focal=float(fastce.sigmoid_focal_loss(x, (x > 0).astype(float), reduction="sum")),
+           kl_div=float(fastce.kl_div(x, np.abs(x) / 10, reduction="sum")),
+           top3=float(fastce.accuracy(x, t, k=3)))
 print(json.dumps(out))
 """
 
@@ -43,7 +49,7 @@ def _levels():
 
 def test_info_reports_what_the_kernels_run():
     rep = _threads.isa_report()
-    assert set(rep["chosen"]) == {"_ce", "_softmax", "_binary"}
+    assert set(rep["chosen"]) == {"_ce", "_softmax", "_binary", "_div"}
     assert set(rep["chosen"].values()) == {_threads.simd_path()}
 
 
@@ -58,7 +64,7 @@ def test_forced_isa_is_used_and_agrees(isa):
     f, a = json.loads(forced.stdout), json.loads(auto.stdout)
     assert set(f["report"]["chosen"].values()) == {isa}
     assert f["report"]["requested"] == isa
-    for k in ("ce", "ce_cap", "ce_cols", "bce"):
+    for k in ("ce", "ce_cap", "ce_cols", "bce", "kl", "kl_cols", "ent", "focal", "kl_div", "top3"):
         assert abs(f[k] - a[k]) <= 1e-12 * abs(a[k]), k
     assert max(abs(p - q) for p, q in zip(f["lse"], a["lse"])) <= 1e-12
 

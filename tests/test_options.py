@@ -286,3 +286,112 @@ def test_every_integer_target_type(dtype):
     k = V.kernel_array(t, np.int64)
     # the kernels check type numbers: np.longlong must arrive as int64's own type number
     assert k.dtype.num == np.dtype(np.int64).num
+
+
+# ------------------------------------------------------------------ divergence family (issue 12)
+# The same walk for kl_div_logits, entropy, sigmoid_focal_loss, kl_div and accuracy: each entry
+# point with the options it takes (fastce.torch spells axis `dim`), each bad value of each.
+
+S = np.array([[0.5, -1.0, 2.0], [1.0, 0.0, 0.3]])
+S_T = np.ascontiguousarray(S[::-1])                  # the teacher of kl_div_logits
+Y01 = (S > 0.4).astype(float)
+
+
+def _torch_call(name, *args, **kw):
+    torch = pytest.importorskip("torch")
+    import fastce.torch as fct
+    if "axis" in kw:
+        kw["dim"] = kw.pop("axis")
+    tensors = [torch.tensor(a, requires_grad=(i == 0)) for i, a in enumerate(args)]
+    getattr(fct, name)(*tensors, **kw)
+
+
+def _with_grad(fn, kw):
+    if "grad_output" in kw:       # a scalar grad_output: a reduced loss (the scalar rule)
+        kw = dict(kw, return_grad=True, reduction="sum")
+    fn(**kw)
+
+
+DIV_ENTRY_POINTS = {
+    "kl_div_logits": (lambda **kw: _with_grad(lambda **k: fastce.kl_div_logits(S, S_T, **k), kw),
+                      ("temperature", "reduction", "axis", "grad_output")),
+    "kl_div_logits_grad": (lambda **kw: fastce.kl_div_logits_grad(S, S_T, **kw),
+                           ("temperature", "reduction", "axis", "grad_output")),
+    "torch.kl_div_logits": (lambda **kw: _torch_call("kl_div_logits", S, S_T, **kw),
+                            ("temperature", "reduction", "axis")),
+    "entropy": (lambda **kw: _with_grad(lambda **k: fastce.entropy(S, **k), kw),
+                ("reduction", "axis", "grad_output")),
+    "entropy_grad": (lambda **kw: fastce.entropy_grad(S, **kw), ("reduction", "axis")),
+    "torch.entropy": (lambda **kw: _torch_call("entropy", S, **kw), ("reduction", "axis")),
+    "sigmoid_focal_loss": (
+        lambda **kw: _with_grad(lambda **k: fastce.sigmoid_focal_loss(S, Y01, **k), kw),
+        ("alpha", "gamma", "reduction", "grad_output")),
+    "sigmoid_focal_loss_grad": (lambda **kw: fastce.sigmoid_focal_loss_grad(S, Y01, **kw),
+                                ("alpha", "gamma", "reduction")),
+    "torch.sigmoid_focal_loss": (lambda **kw: _torch_call("sigmoid_focal_loss", S, Y01, **kw),
+                                 ("alpha", "gamma", "reduction")),
+    "kl_div": (lambda **kw: _with_grad(lambda **k: fastce.kl_div(S, Y01, **k), kw),
+               ("log_target", "reduction", "grad_output")),
+    "kl_div_grad": (lambda **kw: fastce.kl_div_grad(S, Y01, **kw), ("log_target", "reduction")),
+    "accuracy": (lambda **kw: fastce.accuracy(S, np.array([2, 0]), **kw), ("k", "axis")),
+}
+
+DIV_BAD_OPTIONS = [
+    ("temperature", True, TypeError),
+    ("temperature", "2", TypeError),
+    ("temperature", 1j, TypeError),
+    ("temperature", np.array([2.0]), TypeError),
+    ("temperature", float("nan"), ValueError),
+    ("temperature", float("inf"), ValueError),
+    ("temperature", 0.0, ValueError),
+    ("temperature", -1.0, ValueError),
+    ("temperature", HUGE, ValueError),
+    ("alpha", True, TypeError),
+    ("alpha", "0.25", TypeError),
+    ("alpha", 1j, TypeError),
+    ("alpha", float("nan"), ValueError),
+    ("alpha", HUGE, ValueError),
+    ("gamma", np.True_, TypeError),
+    ("gamma", "2", TypeError),
+    ("gamma", [2.0], TypeError),
+    ("gamma", float("nan"), ValueError),
+    ("gamma", -0.5, ValueError),
+    ("k", True, TypeError),
+    ("k", 2.0, TypeError),
+    ("k", "1", TypeError),
+    ("k", 0, ValueError),
+    ("k", -3, ValueError),
+    ("log_target", 1, TypeError),
+    ("log_target", "yes", TypeError),
+    ("reduction", "avg", ValueError),
+    ("reduction", None, ValueError),
+    ("reduction", np.array("mean"), ValueError),
+    ("axis", True, TypeError),
+    ("axis", "1", TypeError),
+    ("axis", 1.0, TypeError),
+    ("grad_output", HUGE, ValueError),
+    ("grad_output", "1.0", TypeError),
+]
+
+DIV_CASES = [(entry, option, value, exc) for entry, (_, takes) in DIV_ENTRY_POINTS.items()
+             for option, value, exc in DIV_BAD_OPTIONS if option in takes]
+
+
+@pytest.mark.parametrize("entry,option,value,exc", DIV_CASES,
+                         ids=[f"{e}-{o}={str(v)[:12]}" for e, o, v, _ in DIV_CASES])
+def test_divergence_bad_option_same_exception_everywhere(entry, option, value, exc):
+    name = "dim" if option == "axis" and entry.startswith("torch.") else option
+    with pytest.raises(exc, match=name) as info:
+        DIV_ENTRY_POINTS[entry][0](**{option: value})
+    assert len(str(info.value)) < 400
+
+
+@pytest.mark.parametrize("entry", list(DIV_ENTRY_POINTS))
+def test_divergence_entry_points_accept_good_options(entry):
+    """The walk above is not vacuous: every entry point runs with valid values of its options."""
+    good = {"temperature": np.float32(2.0), "alpha": -1, "gamma": 1, "k": np.int64(2),
+            "log_target": np.bool_(False), "reduction": "sum", "axis": -1, "grad_output": 0.5}
+    fn, takes = DIV_ENTRY_POINTS[entry]
+    fn(**{o: good[o] for o in takes if o not in ("grad_output", "reduction")})
+    if "grad_output" in takes:
+        fn(grad_output=good["grad_output"])

@@ -5,7 +5,9 @@ Three sections (each can be skipped):
 throughput  Large shapes.  Fused loss + gradient ("fwd+bwd") and forward-only ("fwd") rows, in
             float32 and float64.  The *limit* of a fwd+bwd row is ``np.copyto`` of the logits
             (a kernel must read the logits once and write a gradient of the same size); the limit
-            of a fwd row is one read pass, ``np.max`` of the logits.
+            of a fwd row is one read pass, ``np.max`` of the logits.  The divergence rows
+            (kl_div_logits, entropy, sigmoid_focal_loss, fwd+bwd) follow; the limit of the KL
+            row is copying both logit arrays (student and teacher).
 per-call    Mini-batch shapes, the cost of one call as a trainer sees it: the median over k
             samples of 1000 back-to-back calls, in microseconds per call, float32, the gradient
             written into a reused ``out=`` buffer.
@@ -164,7 +166,8 @@ def header_line(info: Row, quick: bool) -> str:
 @dataclass(frozen=True)
 class Case:
     """One benchmark row: what is computed (kind, mode), on which shape (full and --quick)."""
-    kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce"
+    kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce",
+                           # or one of DIV_KINDS (kl_logits, entropy, focal)
     mode: str              # FUSED, FWD, or OBJECT (per-call: loss object + backward)
     shape: Shape
     quick_shape: Optional[Shape] = None
@@ -180,6 +183,8 @@ def _count(n: int) -> str:
 
 def case_label(kind: str, shape: Shape) -> str:
     """The row label, built from the shape that actually ran."""
+    if kind in DIV_KINDS:
+        return div_label(kind, shape)
     dims = "x".join(map(str, shape))
     if kind == "bce":
         return f"BCE-with-logits {_count(int(np.prod(shape)))}"
@@ -232,6 +237,8 @@ LINEAR_CASE = ((8192, 256, 65536), (2048, 256, 16384))   # (N, D, V): full, quic
 def make_inputs(kind: str, shape: Shape, dtype: Any,
                 rng: np.random.Generator) -> Tuple[Arr, Arr]:
     """Logits and targets: class indices (int64) for CE, {0, 1} floats for BCE."""
+    if kind in DIV_KINDS:
+        return div_inputs(kind, shape, dtype, rng)
     if kind == "bce":
         x = rng.standard_normal(shape).astype(dtype)
         return x, (rng.random(shape) < 0.5).astype(dtype)
@@ -422,6 +429,8 @@ class NotApplicable(Exception):
 def fastce_fn(kind: str, x: Arr, t: Arr, out: Optional[Arr] = None,
               mode: str = FUSED) -> Call:
     """Zero-arg call of fastce for the case."""
+    if kind in DIV_KINDS:
+        return fastce_div_fn(kind, x, t, out, mode)
     if mode == OBJECT:
         from .losses import BCEWithLogitsLoss, CrossEntropyLoss
         crit = BCEWithLogitsLoss() if kind == "bce" else CrossEntropyLoss(
@@ -449,7 +458,9 @@ def limit_fn(mode: str, x: Arr, out: Arr) -> Call:
     return partial(np.max, x) if mode == FWD else partial(np.copyto, out, x)
 
 
-def limit_op(mode: str) -> str:
+def limit_op(mode: str, kind: str = "ce") -> str:
+    if kind == "kl_logits" and mode != FWD:
+        return "np.copyto of both logit arrays"
     return "np.max" if mode == FWD else "np.copyto"
 
 
@@ -462,6 +473,8 @@ def _torch_module(threads: int) -> Any:
 def _torch_loss(kind: str, mode: str) -> Any:
     import torch
     import torch.nn.functional as tF
+    if kind in DIV_KINDS:
+        return torch_div_loss(kind)
     if mode == OBJECT:
         return (torch.nn.BCEWithLogitsLoss() if kind == "bce" else torch.nn.CrossEntropyLoss())
     if kind == "bce":
@@ -515,6 +528,8 @@ def _jax_module() -> Any:
 
 def jax_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
            percall: bool) -> Call:
+    if kind in DIV_KINDS:
+        return jax_div_fn(kind, mode, x, t)
     jax = _jax_module()
     jnp = _optional("jax.numpy")
     axis = 1 if kind == "ce_axis1" else -1
@@ -566,6 +581,8 @@ def sklearn_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
 
 def numpy_peer_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
                   percall: bool) -> Call:
+    if kind in DIV_KINDS:
+        return numpy_div_fn(kind, mode, x, t, out)
     return numpy_fn(kind, x, t, out=out, mode=mode)
 
 
@@ -583,6 +600,8 @@ def build_impl(name: str, kind: str, mode: str, x: Arr, t: Arr, out: Arr,
     Raises NotApplicable when the peer has no equivalent, ImportError when it is missing."""
     threads = threads or get_num_threads()
     if name == "limit":
+        if kind == "kl_logits" and mode != FWD:
+            return copy_both_fn(x, t, out)
         return limit_fn(mode, x, out)
     if name == "fastce":
         return fastce_fn(kind, x, t, out=out, mode=mode)
@@ -624,6 +643,175 @@ def parse_peers(spec: Optional[str]) -> List[str]:
         if _PEER_ALIASES[key] not in out:
             out.append(_PEER_ALIASES[key])
     return out
+
+
+# ====================================================================== divergence rows (issue 12)
+# kl_div_logits, entropy and sigmoid_focal_loss, fused loss + gradient, against what a user of
+# each peer writes: NumPy; torch.nn.functional (eager and torch.compile; torchvision's
+# sigmoid_focal_loss formula written out, torchvision not being a dependency); JAX jit with
+# optax where optax has the loss (kl_divergence_with_log_targets, sigmoid_focal_loss) and
+# jax.nn otherwise.  Every implementation computes the loss fastce reports (batchmean KL at
+# temperature DIV_TEMPERATURE, mean entropy, mean focal loss), which _prepare checks.  numba and
+# sklearn have no such loss (not applicable).  The limit of the KL row is copying both logit
+# arrays (the kernel reads two arrays and writes one).
+
+DIV_TEMPERATURE = 2.0
+FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
+DIV_KINDS = ("kl_logits", "entropy", "focal")
+
+DIV_CASES = [
+    Case("kl_logits", FUSED, (4096, 32000), (512, 32000)),
+    Case("entropy", FUSED, (2048, 32000), (256, 32000)),
+    Case("focal", FUSED, (10_000_000,), (1_000_000,)),
+]
+CASES += DIV_CASES
+
+
+def div_label(kind: str, shape: Shape) -> str:
+    dims = "x".join(map(str, shape))
+    if kind == "kl_logits":
+        return f"kl_div_logits {dims} T={DIV_TEMPERATURE:g}"
+    if kind == "entropy":
+        return f"entropy {dims}"
+    return f"sigmoid_focal_loss {_count(int(np.prod(shape)))}"
+
+
+def div_inputs(kind: str, shape: Shape, dtype: Any,
+               rng: np.random.Generator) -> Tuple[Arr, Arr]:
+    """(student, teacher) logits for KL (the teacher near the student, as in distillation);
+    (logits, unused) for entropy; (logits, {0, 1} labels with 10% positives) for focal."""
+    x = (rng.standard_normal(shape) * 2).astype(dtype)
+    if kind == "kl_logits":
+        return x, (x + rng.standard_normal(shape)).astype(dtype)
+    if kind == "entropy":
+        return x, np.zeros(1, dtype)
+    return x, (rng.random(shape) < 0.1).astype(dtype)
+
+
+def fastce_div_fn(kind: str, x: Arr, t: Arr, out: Optional[Arr], mode: str) -> Call:
+    from . import divergence as D
+    grad: Dict[str, Any] = {} if mode == FWD else {"return_grad": True, "out": out}
+    if kind == "kl_logits":
+        return partial(D.kl_div_logits, x, t, temperature=DIV_TEMPERATURE, **grad)
+    if kind == "entropy":
+        return partial(D.entropy, x, reduction="mean", **grad)
+    return partial(D.sigmoid_focal_loss, x, t, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA,
+                   reduction="mean", **grad)
+
+
+def copy_both_fn(x: Arr, t: Arr, out: Arr) -> Call:
+    out2 = np.empty_like(t)
+
+    def call() -> None:
+        np.copyto(out, x)
+        np.copyto(out2, t)
+    return call
+
+
+def numpy_kl_logits(s: Arr, t: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
+    """batchmean tau^2 KL(softmax(t/tau) || softmax(s/tau)) and its gradient tau (q - p) / n."""
+    tau, n = DIV_TEMPERATURE, s.shape[0]
+    a, b = s / tau, t / tau
+    a -= a.max(axis=-1, keepdims=True)
+    b -= b.max(axis=-1, keepdims=True)
+    la = a - np.log(np.exp(a).sum(axis=-1, keepdims=True))
+    lb = b - np.log(np.exp(b).sum(axis=-1, keepdims=True))
+    p = np.exp(lb)
+    loss = tau * tau * (p * (lb - la)).sum() / n
+    g = np.exp(la, out=out)
+    g -= p
+    g *= tau / n
+    return loss, g
+
+
+def numpy_entropy(x: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
+    """Mean entropy of softmax rows and its gradient -p (log p + H) / n."""
+    z = x - x.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    S = e.sum(axis=-1, keepdims=True)
+    lp = z - np.log(S)
+    p = e / S
+    h = -(p * lp).sum(axis=-1)
+    g = np.multiply(p, -(lp + h[:, None]) / x.shape[0], out=out)
+    return h.mean(), g
+
+
+def numpy_focal(x: Arr, y: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
+    """Mean sigmoid focal loss (torchvision's formula) and its gradient."""
+    al, gm = FOCAL_ALPHA, FOCAL_GAMMA
+    p = 1 / (1 + np.exp(-x))
+    ce = np.maximum(x, 0) - x * y + np.log1p(np.exp(-np.abs(x)))
+    z = 1 - (p * y + (1 - p) * (1 - y))
+    at = al * y + (1 - al) * (1 - y)
+    loss = (at * ce * z ** gm).mean()
+    g = at * ((p - y) * z ** gm + gm * ce * z ** (gm - 1) * p * (1 - p) * (1 - 2 * y)) / x.size
+    if out is not None:
+        np.copyto(out, g)
+        g = out
+    return loss, g
+
+
+def numpy_div_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr) -> Call:
+    if kind == "kl_logits":
+        f = partial(numpy_kl_logits, x, t, out=out)
+    elif kind == "entropy":
+        f = partial(numpy_entropy, x, out=out)
+    else:
+        f = partial(numpy_focal, x, t, out=out)
+    return (lambda: f()[0]) if mode == FWD else f
+
+
+def torch_div_loss(kind: str) -> Any:
+    import torch
+    import torch.nn.functional as tF
+    tau = DIV_TEMPERATURE
+    if kind == "kl_logits":
+        return lambda s, t: tF.kl_div(tF.log_softmax(s / tau, -1), tF.log_softmax(t / tau, -1),
+                                      reduction="batchmean", log_target=True) * (tau * tau)
+    if kind == "entropy":
+        def entropy(x: Any, _: Any) -> Any:
+            lp = tF.log_softmax(x, -1)
+            return -(lp.exp() * lp).sum(-1).mean()
+        return entropy
+
+    def focal(x: Any, y: Any) -> Any:          # torchvision.ops.sigmoid_focal_loss, "mean"
+        p = torch.sigmoid(x)
+        ce = tF.binary_cross_entropy_with_logits(x, y, reduction="none")
+        p_t = p * y + (1 - p) * (1 - y)
+        a_t = FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)
+        return (a_t * ce * (1 - p_t) ** FOCAL_GAMMA).mean()
+    return focal
+
+
+def jax_div_fn(kind: str, mode: str, x: Arr, t: Arr) -> Call:
+    jax = _jax_module()
+    jnp = _optional("jax.numpy")
+    optax = _optional("optax") if importlib.util.find_spec("optax") else None
+    tau = DIV_TEMPERATURE
+
+    def kl(s: Any, t: Any) -> Any:
+        ls, lt = jax.nn.log_softmax(s / tau, -1), jax.nn.log_softmax(t / tau, -1)
+        per = (optax.losses.kl_divergence_with_log_targets(ls, lt) if optax is not None
+               else (jnp.exp(lt) * (lt - ls)).sum(-1))
+        return tau * tau * jnp.mean(per)
+
+    def entropy(x: Any, _: Any) -> Any:
+        lp = jax.nn.log_softmax(x, -1)
+        return -jnp.mean((jnp.exp(lp) * lp).sum(-1))
+
+    def focal(x: Any, y: Any) -> Any:
+        if optax is not None:
+            per = optax.losses.sigmoid_focal_loss(x, y, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA)
+        else:
+            p = jax.nn.sigmoid(x)
+            ce = jnp.maximum(x, 0) - x * y + jnp.log1p(jnp.exp(-jnp.abs(x)))
+            p_t = p * y + (1 - p) * (1 - y)
+            per = (FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)) * ce * (1 - p_t) ** FOCAL_GAMMA
+        return jnp.mean(per)
+    loss = {"kl_logits": kl, "entropy": entropy, "focal": focal}[kind]
+    f = jax.jit(loss if mode == FWD else jax.value_and_grad(loss))
+    xj, tj = jax.device_put(x), jax.device_put(t)
+    return lambda: jax.block_until_ready(f(xj, tj))
 
 
 # ====================================================================== timing
@@ -811,7 +999,7 @@ def run_cases(quick: bool = False, dtypes: Sequence[str] = ("float32",),
         del fns
         row = {"case": label, "kind": case.kind, "mode": case.mode, "shape": list(shape),
                "nominal_shape": list(case.shape), "dtype": dtype.name,
-               "limit_op": limit_op(case.mode), "samples": rounds,
+               "limit_op": limit_op(case.mode, case.kind), "samples": rounds,
                **_times(stats, "ms", stat), "errors": errors}
         results.append(_finish_row(row, peers, "ms"))
         if progress:

@@ -1,5 +1,5 @@
 # Type stub of the Cython module _div.pyx (kl_div_logits, entropy, focal / kl_div and top-k rank
-# kernel drivers).
+# kernel drivers; kernels in _k_div.h, dispatched like _ce's).
 from typing import Optional
 
 import numpy as np
@@ -19,3 +19,4 @@ def elementwise(kind: str, x: _Floats, y: _Floats, chunk: int, loss: Optional[_F
                 chunk_sum: NDArray[np.float64], grad: Optional[_Floats], gcoef: float,
                 gscale: Optional[_Floats], alpha: float, gamma: float, log_target: bool,
                 nthreads: int) -> None: ...
+def isa() -> str: ...

@@ -19,6 +19,9 @@
 #if FCE_WANT(BINARY)
 #include "_k_binary.h"
 #endif
+#if FCE_WANT(DIV)
+#include "_k_div.h"
+#endif
 
 #undef T
 #undef S

@@ -26,6 +26,8 @@
  *   _k_rowops.h    logsumexp, log_softmax, softmax and their VJPs
  *   _k_ce.h        cross-entropy (class indices, probabilities; softcap, z-loss) and NLL
  *   _k_binary.h    BCE with logits and BCE from probabilities
+ *   _k_div.h       distillation KL from logits, softmax entropy, top-k rank, sigmoid focal
+ *                  loss, torch's pointwise kl_div
  *
  * The C <-> Cython interface is dtype-free: every entry point takes `int dt` (0 float,
  * 1 double) and void pointers, and the argument structs hold only double/int64 scalars and
@@ -93,6 +95,15 @@ typedef struct {
     void *loss; double *chunk_sum; const void *gscale; double gcoef;
 } fce_bin_args;
 
+/* Beyond cross-entropy (_k_div.h).  KL from logits: k = 1/temperature, tau = temperature. */
+typedef struct { double k; double tau; double *loss; const double *gscale; double gcoef; } fce_kl_args;
+typedef struct { double *loss; const double *gscale; double gcoef; } fce_ent_args;
+/* Elementwise focal / kl_div in chunks of `chunk`; y, loss, gscale have the input's dtype. */
+typedef struct {
+    const void *y; fce_idx n; fce_idx chunk; void *loss; double *chunk_sum; const void *gscale;
+    double gcoef; double alpha; double gamma; int log_target;
+} fce_div_ew_args;
+
 /* ------------------------------------------------------------ instantiation per ISA x dtype */
 
 /* Kernel families an extension module compiles: FCE_FAMILIES (set per module by setup.py) is
@@ -101,8 +112,9 @@ typedef struct {
 #define FCE_FAM_ROWOPS 1
 #define FCE_FAM_CE 2
 #define FCE_FAM_BINARY 4
+#define FCE_FAM_DIV 8
 #ifndef FCE_FAMILIES
-#define FCE_FAMILIES 7
+#define FCE_FAMILIES 15
 #endif
 #define FCE_WANT(fam) ((FCE_FAMILIES) & FCE_FAM_##fam)
 
@@ -179,6 +191,23 @@ static inline void fce_bce_logits_item(int dt, const void *x, fce_idx item, cons
 static inline void fce_bce_item(int dt, const void *x, fce_idx item, const fce_bin_args *a,
                                 void *grad)
 { FCE_CALL(bce_item, dt, x, item, a, grad); }
+#endif
+#if FCE_WANT(DIV)
+/* scratch: NULL or the calling thread's own buffer of C elements of the dtype */
+static inline void fce_kl_logits_item(int dt, const void *s, const void *t, fce_idx A, fce_idx C,
+                                      fce_idx B, fce_idx item, const fce_kl_args *a, void *grad,
+                                      void *scratch)
+{ FCE_CALL(kl_logits_item, dt, s, t, A, C, B, item, a, grad, scratch); }
+static inline void fce_entropy_item(int dt, FCE_XARGS, const fce_ent_args *a, void *grad)
+{ FCE_CALL(entropy_item, dt, x, A, C, B, item, a, grad); }
+static inline void fce_topk_rank_item(int dt, FCE_XARGS, const int64_t *tgt, int64_t *rank)
+{ FCE_CALL(topk_rank_item, dt, x, A, C, B, item, tgt, rank); }
+static inline void fce_focal_item(int dt, const void *x, fce_idx item, const fce_div_ew_args *a,
+                                  void *grad)
+{ FCE_CALL(focal_item, dt, x, item, a, grad); }
+static inline void fce_kldiv_item(int dt, const void *x, fce_idx item, const fce_div_ew_args *a,
+                                  void *grad)
+{ FCE_CALL(kldiv_item, dt, x, item, a, grad); }
 #endif
 
 #endif

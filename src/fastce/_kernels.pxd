@@ -55,6 +55,34 @@ cdef extern from "_kernels.h" nogil:
     void fce_bce_logits_item(int dt, const void *x, fce_idx item, const fce_bin_args *a, void *grad)
     void fce_bce_item(int dt, const void *x, fce_idx item, const fce_bin_args *a, void *grad)
 
+    # beyond cross-entropy (_k_div.h)
+    ctypedef struct fce_kl_args:
+        double k
+        double tau
+        double *loss
+        const double *gscale
+        double gcoef
+    void fce_kl_logits_item(int dt, const void *s, const void *t, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_kl_args *a, void *grad, void *scratch)
+    ctypedef struct fce_ent_args:
+        double *loss
+        const double *gscale
+        double gcoef
+    void fce_entropy_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ent_args *a, void *grad)
+    void fce_topk_rank_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const int64_t *tgt, int64_t *rank)
+    ctypedef struct fce_div_ew_args:
+        const void *y
+        fce_idx n
+        fce_idx chunk
+        void *loss
+        double *chunk_sum
+        const void *gscale
+        double gcoef
+        double alpha
+        double gamma
+        int log_target
+    void fce_focal_item(int dt, const void *x, fce_idx item, const fce_div_ew_args *a, void *grad)
+    void fce_kldiv_item(int dt, const void *x, fce_idx item, const fce_div_ew_args *a, void *grad)
+
     # instruction-set resolver (see _isa.h)
     int fce_isa_init()
     const char *fce_isa_chosen()

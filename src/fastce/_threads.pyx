@@ -43,11 +43,11 @@ def isa_report():
     """{'requested': FASTCE_ISA or 'auto', 'best': best level this CPU supports,
     'chosen': what the kernels run, per kernel module}."""
     import os
-    from . import _binary, _ce, _softmax
+    from . import _binary, _ce, _div, _softmax
     return {
         "requested": os.environ.get("FASTCE_ISA") or "auto",
         "best": fce_isa_name(fce_isa_best()).decode(),
-        "chosen": {m.__name__.rsplit(".", 1)[1]: m.isa() for m in (_ce, _softmax, _binary)},
+        "chosen": {m.__name__.rsplit(".", 1)[1]: m.isa() for m in (_ce, _softmax, _binary, _div)},
     }
 
 

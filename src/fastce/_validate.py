@@ -442,3 +442,54 @@ def deliver(buf, pending, result_dtype):
     if buf.dtype != result_dtype:
         return buf.astype(result_dtype)
     return buf
+
+
+# ------------------------------------------------------------------------------ divergence options
+# Options of fastce.divergence (kl_div_logits, sigmoid_focal_loss, kl_div; accuracy's k is
+# positive_int above), on the rules above: real_option / integer_option refuse bools, strings, complex numbers and
+# arrays with a TypeError naming the option; the ranges below are ValueErrors naming it (NaN
+# is outside every range).
+
+def temperature(value, dtype=np.float64):
+    """(temperature, 1/temperature): finite and > 0, with 1/temperature a finite nonzero number
+    of the compute `dtype` (the kernels scale the logits by it in that dtype)."""
+    tau = real_option(value, "temperature")
+    if not (math.isfinite(tau) and tau > 0.0):
+        raise ValueError(f"temperature must be finite and > 0; got {_show(value)}")
+    name = np.dtype(dtype).name
+    with np.errstate(over="ignore", under="ignore"):
+        k = float(np.dtype(dtype).type(1.0 / tau))
+    if not (math.isfinite(k) and k > 0.0):
+        raise ValueError(f"temperature {_show(value)} is out of range for {name}: "
+                         f"1/temperature must be a finite nonzero {name}")
+    return tau, 1.0 / tau
+
+
+def focal_alpha(value):
+    """sigmoid_focal_loss's alpha: any finite real (a negative value disables the weighting)."""
+    a = real_option(value, "alpha")
+    if not math.isfinite(a):
+        raise ValueError(f"alpha must be finite (a negative value disables the weighting); "
+                         f"got {_show(value)}")
+    return a
+
+
+def focal_gamma(value):
+    g = real_option(value, "gamma")
+    if not (math.isfinite(g) and g >= 0.0):
+        raise ValueError(f"gamma must be finite and >= 0; got {_show(value)}")
+    return g
+
+
+def bool_option(value, name):
+    """A flag (log_target): a Python or NumPy bool; 0/1 and strings are refused."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be a bool; got {_show(value)}")
+    return bool(value)
+
+
+def choice_option(value, allowed, name="reduction"):
+    """One of the strings `allowed` (a reduction with more spellings than REDUCTIONS)."""
+    if not isinstance(value, str) or value not in allowed:
+        raise ValueError(f"{name} must be one of {tuple(allowed)}; got {_show(value)}")
+    return value

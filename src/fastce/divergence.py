@@ -1,5 +1,5 @@
 """Losses beyond cross-entropy: distillation KL from logits, torch's kl_div, softmax entropy and
-sigmoid focal loss.  Validate -> kernel (_div.pyx / _div_body.h) -> reduce; no math here.
+sigmoid focal loss.  Validate -> kernel (_div.pyx / _k_div.h) -> reduce; no math here.
 
 Every function comes in the three forms of fastce.functional::
 
@@ -10,7 +10,6 @@ Gradients are w.r.t. the first argument only (the student logits for kl_div_logi
 """
 from __future__ import annotations
 
-import math
 from typing import Any, Optional, Tuple
 
 import numpy as np
@@ -35,49 +34,8 @@ KL_DIV_REDUCTIONS = ("none", "mean", "batchmean", "sum")
 KL_LOGITS_REDUCTIONS = ("none", "batchmean", "mean", "sum")
 
 
-# ================================================================== option rules
-# (the per-function options; shapes, dtypes and buffers go through fastce._validate)
-
-def _choice(value: Any, allowed: Tuple[str, ...], name: str) -> str:
-    if not isinstance(value, str) or value not in allowed:
-        raise ValueError(f"{name} must be one of {allowed}; got {value!r}")
-    return value
-
-
-def _temperature(value: Any, dtype: np.dtype[Any]) -> Tuple[float, float]:
-    """(temperature, 1/temperature): finite, > 0, and its inverse a finite nonzero number of
-    the compute dtype (the kernels scale the logits by 1/temperature in that dtype)."""
-    tau = V.real_option(value, "temperature")
-    if not (math.isfinite(tau) and tau > 0.0):
-        raise ValueError(f"temperature must be finite and > 0; got {value!r}")
-    with np.errstate(over="ignore", under="ignore"):
-        k = float(np.dtype(dtype).type(1.0 / tau))
-    if not (math.isfinite(k) and k > 0.0):
-        raise ValueError(f"temperature {value!r} is out of range for {np.dtype(dtype).name}: "
-                         f"1/temperature must be a finite nonzero {np.dtype(dtype).name}")
-    return tau, 1.0 / tau
-
-
-def _alpha(value: Any) -> float:
-    a = V.real_option(value, "alpha")
-    if not math.isfinite(a):
-        raise ValueError(f"alpha must be finite (a negative value disables the weighting); "
-                         f"got {value!r}")
-    return a
-
-
-def _gamma(value: Any) -> float:
-    g = V.real_option(value, "gamma")
-    if not (math.isfinite(g) and g >= 0.0):
-        raise ValueError(f"gamma must be finite and >= 0; got {value!r}")
-    return g
-
-
-def _flag(value: Any, name: str) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise TypeError(f"{name} must be a bool; got {value!r}")
-    return bool(value)
-
+# Option rules (temperature, alpha, gamma, log_target, the reductions) live in fastce._validate
+# with every other input rule, shared with fastce.torch.
 
 # ================================================================== class-axis drivers
 
@@ -118,11 +76,11 @@ def _class_axis_loss(kind: str, xc: FloatArray, rdt: np.dtype[Any], tc: Optional
 def _kl_logits(student: ArrayLike, teacher: ArrayLike, temperature: float, reduction: str,
                axis: Axis, want_grad: bool, grad_output: ArrayLike,
                out: Optional[FloatArray]) -> Any:
-    reduction = _choice(reduction, KL_LOGITS_REDUCTIONS, "reduction")
+    reduction = V.choice_option(reduction, KL_LOGITS_REDUCTIONS)
     sc, rdt = V.float_input(student, "input (student logits)")
     tc = V.same_dtype_input(teacher, sc.dtype, "target (teacher logits)")
     V.same_shape(sc, tc, "input (student logits)", "target (teacher logits)")
-    temp = _temperature(temperature, sc.dtype)
+    temp = V.temperature(temperature, sc.dtype)
     red = "mean" if reduction == "batchmean" else reduction
     return _class_axis_loss("kl", sc, rdt, tc, V.axis_option(axis), "input", red, want_grad,
                             grad_output, out, temp)
@@ -146,7 +104,7 @@ def kl_div_logits(input: ArrayLike, target: ArrayLike, *,
     w.r.t. the student logits is :math:`\tau (q - p)`.  Neither softmax is materialised; the
     loss is exactly 0 (and the gradient exactly 0) where the rows are equal, and nearly equal
     rows keep full relative precision (no difference of two large totals is formed; see
-    _div_body.h).  A class that is ``-inf`` in both rows contributes 0; one that is ``-inf``
+    _k_div.h).  A class that is ``-inf`` in both rows contributes 0; one that is ``-inf``
     in the student only, with teacher mass, gives ``inf``.
 
     Parameters
@@ -314,7 +272,7 @@ def _finish(value: Any, grad: Optional[FloatArray], pending: Any, rdt: np.dtype[
 def _focal(inp: ArrayLike, target: ArrayLike, alpha: float, gamma: float, reduction: str,
            want_grad: bool, grad_output: ArrayLike, out: Optional[FloatArray]) -> Any:
     reduction = V.reduction(reduction)
-    a, g = _alpha(alpha), _gamma(gamma)
+    a, g = V.focal_alpha(alpha), V.focal_gamma(gamma)
     xc, rdt, y = _elementwise_inputs(inp, target, "input", "target")
     value, grad, pending = _elementwise("focal", xc, rdt, y, reduction, float(xc.size), want_grad,
                                         grad_output, out, alpha=a, gamma=g)
@@ -371,8 +329,8 @@ def sigmoid_focal_loss_grad(input: ArrayLike, target: ArrayLike, *, alpha: float
 
 def _kl_div(inp: ArrayLike, target: ArrayLike, reduction: str, log_target: bool, want_grad: bool,
             grad_output: ArrayLike, out: Optional[FloatArray]) -> Any:
-    reduction = _choice(reduction, KL_DIV_REDUCTIONS, "reduction")
-    lt = _flag(log_target, "log_target")
+    reduction = V.choice_option(reduction, KL_DIV_REDUCTIONS)
+    lt = V.bool_option(log_target, "log_target")
     xc, rdt, y = _elementwise_inputs(inp, target, "input", "target")
     if reduction == "batchmean":
         # torch: the sum divided by input.size(0); a 0-d input is just summed

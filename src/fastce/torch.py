@@ -521,11 +521,16 @@ def kl_div_logits(input: Tensor, target: Tensor, *, temperature: float = 1.0,
     Tensor
         Scalar, or the per-sample losses ("none"), in the input's dtype.
     """
+    from .divergence import KL_LOGITS_REDUCTIONS
     _check_cpu(input, "input")
     _check_cpu(target, "target")
     _check_no_grad(target, "target (the teacher logits)")
-    kw: dict[str, Any] = dict(temperature=temperature, reduction=reduction, axis=dim,
-                    _other_name="target (teacher logits)")
+    # the options' rules (fastce._validate) before any conversion; the dtype-dependent part of
+    # the temperature rule runs again in fastce.kl_div_logits
+    kw: dict[str, Any] = dict(temperature=V.temperature(temperature)[0],
+                              reduction=V.choice_option(reduction, KL_LOGITS_REDUCTIONS),
+                              axis=V.integer_option(dim, "dim"),
+                              _other_name="target (teacher logits)")
     return _DivLoss.apply(input, target, "kl", kw, _need_grad(input))
 
 
@@ -547,7 +552,7 @@ def entropy(input: Tensor, dim: int = -1, reduction: str = "none") -> Tensor:
         Per-sample entropies ("none") or a scalar, in the logits' dtype.
     """
     _check_cpu(input, "input")
-    kw: dict[str, Any] = dict(axis=dim, reduction=reduction)
+    kw: dict[str, Any] = dict(axis=V.integer_option(dim, "dim"), reduction=V.reduction(reduction))
     return _DivLoss.apply(input, None, "entropy", kw, _need_grad(input))
 
 
@@ -573,8 +578,9 @@ def sigmoid_focal_loss(inputs: Tensor, targets: Tensor, alpha: float = 0.25, gam
         Elementwise losses ("none") or a scalar, in the inputs' dtype.
     """
     _prep_input(inputs, targets)
+    kw: dict[str, Any] = dict(alpha=V.focal_alpha(alpha), gamma=V.focal_gamma(gamma),
+                              reduction=V.reduction(reduction))
     y = _any_numpy(targets)
-    kw: dict[str, Any] = dict(alpha=alpha, gamma=gamma, reduction=reduction)
     return _FocalLoss.apply(inputs, y, kw, _need_grad(inputs))
 
 
