@@ -16,7 +16,8 @@ KERNEL_PATHS = {
     "row-exact-lanes": ((3, 32), -1),  # no scalar tail
     "block": ((7, 5), -1),             # one short-row block
     "multi-block": ((150, 3), -1),     # 64 + 64 + 22 rows
-    "c2": ((9, 2), -1),                # binary classification as 2 classes
+    "c2": ((9, 2), -1),                # binary classification as 2 classes (closed form)
+    "c2-multi-block": ((150, 2), -1),  # the closed form over blocks of 64 + 64 + 22 rows
     "c16": ((5, 16), -1),              # the largest block class count
     "column": ((3, 4, 5), 1),          # axis=1, one tile per a-slab
     "multi-tile": ((2, 3, 150), 1),    # axis=1, tiles of 64 + 64 + 22 columns

@@ -25,6 +25,7 @@ DTYPES = [np.float32, np.float64]
 # option sets crossed with every path; "prob" marks probability targets
 OPTIONS = {
     "plain": dict(),
+    "ignore": dict(ignore=True),       # padded samples on the option-free kernels (C = 2 closed form)
     "weight-ignore": dict(weight=True, ignore=True),
     "smooth": dict(label_smoothing=0.15),
     "weight-smooth-z": dict(weight=True, label_smoothing=0.2, z_loss=0.01),
@@ -94,7 +95,7 @@ def test_path_matches_torch(path, opt, dtype, rng, torch, F):
 
 
 @pytest.mark.parametrize("opt", ["plain", "softcap-all", "prob-softcap-z", "prob-weight-smooth"])
-@pytest.mark.parametrize("path", ["row", "block", "c2", "column", "multi-tile"])
+@pytest.mark.parametrize("path", ["row", "block", "c2", "c2-multi-block", "column", "multi-tile"])
 def test_path_finite_differences(path, opt, rng):
     x, t, kw = _case(rng, path, opt, np.float64, scale=1.5)
     if x.size > 200:                      # keep the 4 evaluations per element cheap
@@ -252,7 +253,8 @@ def test_softcap_ignored_sample_gradient_is_zero(path, bad, rng):
 # ------------------------------------------------------------------ issue 8 (8): return_grad
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-@pytest.mark.parametrize("path", ["row", "row-exact-lanes", "block", "column", "column-wide"])
+@pytest.mark.parametrize("path", ["row", "row-exact-lanes", "block", "c2-multi-block", "column",
+                                  "column-wide"])
 @pytest.mark.parametrize("target", ["prob", "onehot", "index"])
 def test_loss_bitwise_same_with_and_without_grad(path, target, dtype, rng):
     shape, axis, C = path_case(path)
@@ -282,6 +284,24 @@ def test_loss_bitwise_same_with_and_without_grad(path, target, dtype, rng):
             d, _ = fastce.cross_entropy(xi, t, axis=axis, reduction="none", return_grad=True,
                                         out=xi, **kw)
             np.testing.assert_array_equal(a, d, err_msg=str(kw))
+
+
+@pytest.mark.parametrize("opt", ["plain", "ignore", "softcap-all", "prob"])
+@pytest.mark.parametrize("path", PATH_IDS)
+def test_in_place_gradient_equals_out_of_place(path, opt, rng):
+    # out=x: each kernel must read all of an item's logits before writing its gradient
+    for dtype in DTYPES:
+        x, t, kw = _case(rng, path, opt, dtype)
+        go_none = rng.uniform(0.5, 1.5, samples_shape(x.shape, kw["axis"]))
+        for reduction, go in (("mean", 0.7), ("none", go_none)):
+            l1, g1 = fastce.cross_entropy(x, t, reduction=reduction, return_grad=True,
+                                          grad_output=go, **kw)
+            xi = x.copy()
+            l2, g2 = fastce.cross_entropy(xi, t, reduction=reduction, return_grad=True,
+                                          grad_output=go, out=xi, **kw)
+            assert g2 is xi or np.shares_memory(g2, xi)
+            np.testing.assert_array_equal(l1, l2)
+            np.testing.assert_array_equal(g1, g2)
 
 
 # ------------------------------------------------------------------ issue 8 (11): small stacks
