@@ -288,6 +288,81 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
             gt[yy[b] * st + b] = (T)gy[b] * (K ? S(cap_slope)(xy[b], cap) : (T)1);
 }
 
+/*
+ * The plain case of ce_index_cols (no weights, smoothing, z-loss or softcap), which is what most
+ * callers run: the same formulas and summation order, so the same bits, in loops that all
+ * vectorise across the columns.  The target is found by comparing the class number with a
+ * per-column target held in T (exact: the dispatch sends only C <= 2^24 here), which also picks
+ * up e_y and x_y in the exp pass, so there is no gather, no second exp per column and no
+ * scatter of the target gradients.  Dead columns (ignored or out of range) carry -1.
+ */
+FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                                 const fce_ce_args *a, T *gt, const int G, const int GS)
+{
+    const int64_t *tg = a->tgt + soff;
+    const double *gsc = GS ? a->gscale + soff : NULL;
+    double *loss = a->loss + soff;
+    const double gcoef = a->gcoef;
+    const int64_t ignore = a->ignore;
+    T m[FCE_TILE], yc[FCE_TILE], ey[FCE_TILE], xy[FCE_TILE], kp[FCE_TILE], gy[FCE_TILE];
+    double r[FCE_TILE], bad[FCE_TILE];
+    fce_idx c, b;
+    S(col_max)(xt, C, st, bw, m);
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        int64_t y = tg[b];
+        int ign = y == ignore, out_of_range = !ign && (uint64_t)y >= (uint64_t)C;
+        yc[b] = ign || out_of_range ? (T)-1 : (T)y;
+        bad[b] = out_of_range ? NAN : 0.0;
+        r[b] = 0.0; ey[b] = 1; xy[b] = m[b];
+    }
+    for (c = 0; c < C; c++) {
+        const T *xc = xt + c * st;
+        T *gc = G ? gt + c * st : NULL;
+        const T cf = (T)c;
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            T v = xc[b];
+            T e = FCE_EXP(v - m[b]);
+            int hit = cf == yc[b];
+            if (G) gc[b] = e;                    /* may overwrite xc[b]: v is read */
+            r[b] += hit ? 0.0 : (double)e;
+            ey[b] = hit ? e : ey[b];
+            xy[b] = hit ? v : xy[b];
+        }
+    }
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        double l, kpd, ks, gyd;
+        double g = G ? (GS ? gcoef * gsc[b] : gcoef) : 0.0;
+        int live = yc[b] >= 0;
+        S(ce_index_finish)((double)m[b], (double)(m[b] - xy[b]), (double)ey[b], r[b], 0.0, 1.0,
+                           g, 1.0, 0.0, 0.0, 0.0, 0, &l, &kpd, &ks, &gyd);
+        loss[b] = (live ? l : 0.0) + bad[b];
+        kp[b] = (T)kpd; gy[b] = (T)gyd;
+    }
+    if (!G) return;
+    for (c = 0; c < C; c++) {
+        T *gc = gt + c * st;
+        const T cf = (T)c;
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            T v = cf == yc[b] ? gy[b] : gc[b] * kp[b];
+            gc[b] = yc[b] >= 0 ? v : (T)0;       /* NaN/inf padding stays out of a zero gradient */
+        }
+    }
+}
+
+static void S(ce_plain_cols_0)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                               const fce_ce_args *a, T *gt)
+{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, 0, 0); }
+static void S(ce_plain_cols_1)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                               const fce_ce_args *a, T *gt)
+{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, 1, 0); }
+static void S(ce_plain_cols_2)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
+                               const fce_ce_args *a, T *gt)
+{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, 1, 1); }
+
 /* ------------------------------------------------------------------ class indices, C = 2 */
 
 /*
@@ -527,9 +602,13 @@ static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fc
                             T *);
     static const row_fn rows[8] = FCE_CE_TABLE(ce_index_row);
     static const cols_fn cols[8] = FCE_CE_TABLE(ce_index_cols);
+    static const cols_fn plain[3] = { S(ce_plain_cols_0), S(ce_plain_cols_1), S(ce_plain_cols_2) };
     const T *x = (const T *)xv; T *grad = (T *)gv;
     int f = FCE_CE_FLAGS(a, grad, a->w != NULL || a->eps != 0.0 || a->zl != 0.0);
     S(fce_item) it = S(decode)(A, C, B, item);
+    /* the option-free column kernel (its class test is exact for C <= 2^24) */
+    cols_fn colf = (f & 3) == 0 && C <= ((fce_idx)1 << 24)
+                   ? plain[grad ? (a->gscale ? 2 : 1) : 0] : cols[f];
     /* C = 2 without softcap/options: the closed form, loss and gradient in one pass over the
      * row pairs in place (the loss is the same code with and without a gradient). */
     if (it.kind == FCE_BLOCK && C == 2 && (f & 3) == 0) {
@@ -540,11 +619,11 @@ static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fc
     } else if (it.kind == FCE_ROW) {
         rows[f](x + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
     } else if (it.kind == FCE_COLS) {
-        cols[f](x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
+        colf(x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
     } else {
         T buf[FCE_SMALL_C * FCE_TILE];
         S(rows_to_cols)(x + it.off, C, it.bw, buf);
-        cols[f](buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
+        colf(buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
         if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
     }
 }
