@@ -126,9 +126,12 @@ def check_grad_type(grad, x_shape, in_dtype):
 
 # --------------------------------------------------------------------------- class-axis layouts
 # name -> (logits shape, axis).  Per-sample shape = shape with the class axis removed.
+# Between them the layouts reach every kernel path (tests/kernel_paths.py): a short-row block
+# (C <= 16), one long row per item (C > 16), the C = 2 closed form and column tiles (axis=1).
 LAYOUTS = {
     "2d": ((5, 4), -1),
-    "3d_classes_last": ((3, 2, 4), -1),
+    "3d_classes_last": ((3, 2, 20), -1),
+    "2d_c2": ((7, 2), -1),
     "4d_axis1": ((2, 4, 3, 2), 1),
     "1d": ((4,), -1),
 }
