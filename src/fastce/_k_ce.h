@@ -298,9 +298,9 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
  * The plain case of ce_index_cols (no weights, smoothing, z-loss or softcap), which is what most
  * callers run: the same formulas and summation order, so the same bits, in loops that all
  * vectorise across the columns.  The target is found by comparing the class number with a
- * per-column target held in T (exact: the dispatch sends only C <= 2^24 here), which also picks
- * up e_y and x_y in the exp pass, so there is no gather, no second exp per column and no
- * scatter of the target gradients.  Dead columns (ignored or out of range) carry -1.
+ * per-column target held in T (exact: the dispatch sends only C <= 2^24 here), so the gradient
+ * pass writes the target's gradient with a select instead of a scatter, and nothing per column
+ * is held as int64 or double except the sums.  Dead columns (ignored or out of range) carry -1.
  */
 FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
                                  const fce_ce_args *a, T *gt, const int G, const int GS)
@@ -320,21 +320,23 @@ FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         int ign = y == ignore, out_of_range = !ign && (uint64_t)y >= (uint64_t)C;
         yc[b] = ign || out_of_range ? (T)-1 : (T)y;
         bad[b] = out_of_range ? NAN : 0.0;
-        r[b] = 0.0; ey[b] = 1; xy[b] = m[b];
+        r[b] = 0.0;
     }
+    /* x_y gathered before an in-place gradient overwrites it (m for dead columns); one gather
+     * per column costs less than selecting it out of every class's pass */
+    for (b = 0; b < bw; b++)
+        xy[b] = yc[b] >= 0 ? xt[(fce_idx)yc[b] * st + b] : m[b];
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) ey[b] = FCE_EXP(xy[b] - m[b]);
     for (c = 0; c < C; c++) {
         const T *xc = xt + c * st;
         T *gc = G ? gt + c * st : NULL;
         const T cf = (T)c;
         _Pragma("omp simd")
         for (b = 0; b < bw; b++) {
-            T v = xc[b];
-            T e = FCE_EXP(v - m[b]);
-            int hit = cf == yc[b];
-            if (G) gc[b] = e;                    /* may overwrite xc[b]: v is read */
-            r[b] += hit ? 0.0 : (double)e;
-            ey[b] = hit ? e : ey[b];
-            xy[b] = hit ? v : xy[b];
+            T e = FCE_EXP(xc[b] - m[b]);
+            if (G) gc[b] = e;
+            r[b] += cf == yc[b] ? 0.0 : (double)e;
         }
     }
     _Pragma("omp simd")
