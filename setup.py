@@ -27,7 +27,7 @@ MODULES = ["_softmax", "_ce", "_binary", "_threads", "_fastpath", "_div"]
 FAMILIES = {"_softmax": 1, "_ce": 2, "_binary": 4, "_fastpath": 0, "_div": 8}
 KERNEL_HEADERS = [f"src/fastce/{h}" for h in (
     "_simd.h", "_isa.h", "_kernels.h", "_kern_inst.h", "_kern_body.h", "_k_layout.h",
-    "_k_reduce.h", "_k_rowops.h", "_k_ce.h", "_k_binary.h", "_k_div.h")]
+    "_k_reduce.h", "_k_rowops.h", "_k_ce.h", "_k_check.h", "_k_binary.h", "_k_div.h")]
 
 
 def _flag(name):

@@ -156,3 +156,37 @@ def test_pairwise_sum(n):
     assert math.isclose(got, math.fsum(a), rel_tol=1e-13, abs_tol=1e-13 * np.abs(a).sum())
     with pytest.raises(TypeError):
         _fastpath.pairwise_sum(a.astype(np.float32))
+
+
+@pytest.mark.parametrize("n", [1, 17, 70001])          # 70001: vector body + two-thread split
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32])
+@pytest.mark.parametrize("where", [0, "mid", "second-half", -1])
+@pytest.mark.parametrize("bad", [-1, 2, -(2**31), 2**31 - 1])
+def test_fast_path_target_scan_finds_every_bad_target(n, tdtype, where, bad):
+    """The vectorised target scan declines (general path: the error naming the value) for one
+    out-of-range target anywhere, among valid and ignored ones."""
+    x = np.zeros((n, 2), np.float32)
+    t = (np.arange(n) % 2).astype(tdtype)
+    t[::3] = -100
+    pos = {0: 0, "mid": n // 2, "second-half": (3 * n) // 4, -1: n - 1}[where]
+    t[pos] = bad
+    assert _ce_fast(x, t) is SLOW
+    with pytest.raises(IndexError, match=f"target value {bad} is out of bounds"):
+        fastce.cross_entropy(x, t)
+
+
+@pytest.mark.parametrize("tdtype", [np.int64, np.int32])
+def test_fast_path_counts_ignored_targets_of_a_long_batch(monkeypatch, rng, tdtype):
+    n = 70001
+    x = rng.standard_normal((n, 2)).astype(np.float32)
+    t = rng.integers(0, 2, n).astype(tdtype)
+    t[rng.random(n) < 0.3] = -100
+    assert _ce_fast(x, t) is not SLOW
+    fast, slow = _both_paths(monkeypatch, lambda: fastce.cross_entropy(x, t, return_grad=True))
+    _same_bits(fast, slow)
+    # and against a float64 reference of the mean over the counted samples
+    keep = t != -100
+    z = x[keep].astype(np.float64)
+    lse = np.logaddexp(z[:, 0], z[:, 1])
+    ref = np.mean(lse - z[np.arange(z.shape[0]), t[keep]])
+    assert abs(float(fast[0]) - ref) <= 1e-5 * abs(ref)

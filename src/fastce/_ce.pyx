@@ -82,3 +82,28 @@ def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ss
         else:
             for i in prange(n, num_threads=nthreads, schedule="guided"):
                 fce_ce_prob_item(dt, xp, A, C, B, i, &a, gp)
+
+
+cdef Py_ssize_t count_ignored(const int64_t *t, Py_ssize_t n, int64_t ign, Py_ssize_t C,
+                              int nthreads) noexcept nogil:
+    """How many of the n targets equal ign, or -1 if any other lies outside [0, C) (the fast
+    path's target check).  A long target array is scanned in halves by two threads: the scan
+    reads as many bytes as a C = 2 kernel's logits."""
+    cdef fce_idx part[2]
+    cdef fce_idx h = n // 2
+    cdef int k
+    if nthreads <= 1 or n < (1 << 16):
+        fce_count_ignored(t, n, ign, C, &part[0])
+        return part[0]
+    for k in prange(2, num_threads=2, schedule="static"):
+        if k == 0:
+            fce_count_ignored(t, h, ign, C, &part[0])
+        else:
+            fce_count_ignored(t + h, n - h, ign, C, &part[1])
+    if part[0] < 0 or part[1] < 0:
+        return -1
+    return part[0] + part[1]
+
+
+cdef void widen_targets(const int32_t *src, Py_ssize_t n, int64_t *dst) noexcept nogil:
+    fce_widen_targets(src, n, dst)

@@ -31,7 +31,7 @@ from libc.math cimport isfinite, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, int32_t
 
 from ._kernels cimport fce_ce_args, fce_bin_args, FCE_F32, FCE_F64
-from ._ce cimport run_ce_index
+from ._ce cimport run_ce_index, count_ignored, widen_targets
 from ._binary cimport run_binary
 from . import _parallel
 
@@ -209,9 +209,8 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
     """cross_entropy (nll=False) / nll_loss (nll=True) for canonical inputs; SLOW otherwise."""
     cdef cnp.ndarray xa, ta, loss_arr = None
     cdef Py_ssize_t N, C, i, ignored = 0
-    cdef long long ign, v
+    cdef long long ign
     cdef const int64_t *t64
-    cdef const int32_t *t32
     cdef int64_t *tcopy = NULL
     cdef double *lossp = NULL
     cdef int red, typenum, nth
@@ -267,26 +266,16 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
     try:
         if typenum == cnp.NPY_INT64:
             t64 = <const int64_t *>cnp.PyArray_DATA(ta)
-            for i in range(N):
-                v = t64[i]
-                if v == ign:
-                    ignored += 1
-                elif v < 0 or v >= C:
-                    return SLOW          # the general path names the offending value
         else:
-            # the kernels read int64 targets: widen into a scratch copy while checking
+            # the kernels read int64 targets: widen into a scratch copy first
             tcopy = <int64_t *>PyMem_Malloc(N * sizeof(int64_t))
             if tcopy == NULL:
                 raise MemoryError()
-            t32 = <const int32_t *>cnp.PyArray_DATA(ta)
-            for i in range(N):
-                v = t32[i]
-                tcopy[i] = v
-                if v == ign:
-                    ignored += 1
-                elif v < 0 or v >= C:
-                    return SLOW
+            widen_targets(<const int32_t *>cnp.PyArray_DATA(ta), N, tcopy)
             t64 = tcopy
+        ignored = count_ignored(t64, N, ign, C, _nthreads(N, "ce_small"))
+        if ignored < 0:
+            return SLOW                  # the general path names the offending value
         if lossp == NULL:
             lossp = <double *>PyMem_Malloc(N * sizeof(double))
             if lossp == NULL:

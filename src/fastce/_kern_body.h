@@ -15,6 +15,7 @@
 #endif
 #if FCE_WANT(CE)
 #include "_k_ce.h"
+#include "_k_check.h"
 #endif
 #if FCE_WANT(BINARY)
 #include "_k_binary.h"

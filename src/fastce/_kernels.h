@@ -183,6 +183,12 @@ static inline void fce_nll_item(int dt, FCE_XARGS, const fce_ce_args *a, void *g
 { FCE_CALL(nll_item, dt, x, A, C, B, item, a, grad); }
 static inline void fce_ce_prob_item(int dt, FCE_XARGS, const fce_ce_prob_args *a, void *grad)
 { FCE_CALL(ce_prob_item, dt, x, A, C, B, item, a, grad); }
+/* target scans of the fast path (_k_check.h; dtype-free, the float instance serves) */
+static inline void fce_count_ignored(const int64_t *t, fce_idx n, int64_t ign, int64_t C,
+                                     fce_idx *result)
+{ FCE_CALL(count_ignored, 0, t, n, ign, C, result); }
+static inline void fce_widen_targets(const int32_t *src, fce_idx n, int64_t *dst)
+{ FCE_CALL(widen_targets, 0, src, n, dst); }
 #endif
 #if FCE_WANT(BINARY)
 static inline void fce_bce_logits_item(int dt, const void *x, fce_idx item, const fce_bin_args *a,

@@ -1,7 +1,7 @@
 # Declarations of the C kernels in _kernels.h (shared by every kernel module).  The interface is
 # dtype-free: each entry point takes dt (FCE_F32 / FCE_F64) and void pointers, so every op is
 # declared once and each Cython driver has one body for float and double.
-from libc.stdint cimport int64_t
+from libc.stdint cimport int64_t, int32_t
 
 cdef extern from "_kernels.h" nogil:
     ctypedef Py_ssize_t fce_idx
@@ -40,6 +40,8 @@ cdef extern from "_kernels.h" nogil:
         double zl
         double cap
     void fce_ce_prob_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_prob_args *a, void *grad)
+    void fce_count_ignored(const int64_t *t, fce_idx n, int64_t ign, int64_t C, fce_idx *result)
+    void fce_widen_targets(const int32_t *src, fce_idx n, int64_t *dst)
 
     ctypedef struct fce_bin_args:
         const void *y
