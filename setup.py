@@ -162,9 +162,11 @@ class BuildExt(build_ext):
         elif self.compiler.compiler_type == "unix":
             # -fno-math-errno / -fno-trapping-math let GCC and clang vectorise the select-based
             # math in _simd.h; unlike the compilers' fast-math modes they keep inf/NaN semantics.
-            # -ffp-contract=off: no FMA contraction, so every kernel specialisation (gradient
-            # or not, vector body or scalar tail, any ISA) rounds each expression the same way:
-            # the loss is bitwise identical with and without return_grad.
+            # -ffp-contract=off: no implicit FMA contraction, so every kernel specialisation
+            # (gradient or not, vector body or scalar tail) rounds each expression the same way:
+            # the loss is bitwise identical with and without return_grad.  The AVX2/AVX-512
+            # kernels still get fused multiply-adds where they pay (the polynomials of _simd.h),
+            # written out explicitly, so they are the same in every specialisation of a variant.
             compile_args += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                              "-ffp-contract=off",
                              "-Wno-unused-function", "-Wno-unreachable-code"]

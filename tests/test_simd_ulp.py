@@ -8,7 +8,7 @@ change to a polynomial or a reduction that loses accuracy fails this test.
 import numpy as np
 import pytest
 
-from fastce import _threads
+from fastce import _softmax, _threads
 
 HAVE_LONGDOUBLE = np.finfo(np.longdouble).nmant >= 63
 
@@ -68,13 +68,21 @@ def _inputs(name, dtype, rng):
         return x.astype(dtype)
 
 
+@pytest.mark.parametrize("variant", ["portable", "fma"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
 @pytest.mark.parametrize("name", list(BOUNDS))
-def test_simd_function_ulp(name, dtype, rng):
+def test_simd_function_ulp(name, dtype, variant, rng):
+    """Both variants: the portable one (baseline kernels) and the fused multiply-add one (the
+    AVX2 / AVX-512 kernels) meet the same bound."""
     if dtype == np.float64 and not HAVE_LONGDOUBLE:
         pytest.skip("needs an extended-precision np.longdouble as the float64 reference")
     x = _inputs(name, dtype, rng)
-    got = _threads._simd_eval(name, x)
+    if variant == "fma":
+        got = _softmax._simd_eval_fma(name, x)
+        if got is None:
+            pytest.skip("no FMA variant in this build / on this CPU")
+    else:
+        got = _threads._simd_eval(name, x)
     err = _ulp_error(got, _ref(name, x, dtype), dtype)
     worst = int(np.argmax(err))
     bound = BOUNDS[name][0 if dtype == np.float32 else 1]

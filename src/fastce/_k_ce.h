@@ -40,10 +40,12 @@
 
 /* ------------------------------------------------------------------ per-element pieces */
 
-FCE_INLINE T S(cap_of)(T x, T cap, const int K) { return K ? cap * FCE_TANH(x / cap) : x; }
+/* x / c as x * (1/c): a multiply instead of a division per element (1/c is loop-invariant and
+ * hoisted), at most one rounding more in tanh's argument */
+FCE_INLINE T S(cap_of)(T x, T cap, const int K) { return K ? cap * FCE_TANH(x * ((T)1 / cap)) : x; }
 
 /* d tanh-cap / dx at a capped value xc = c tanh(x / c) */
-FCE_INLINE T S(cap_slope)(T xc, T cap) { T t = xc / cap; return 1 - t * t; }
+FCE_INLINE T S(cap_slope)(T xc, T cap) { T t = xc * ((T)1 / cap); return 1 - t * t; }
 
 /* w_c (m - x'_c), 0 for a zero weight or a zero distance (the 0 * inf cases) */
 FCE_INLINE double S(wdist_term)(double wc, double d) { return wc == 0.0 || d == 0.0 ? 0.0 : wc * d; }
@@ -113,29 +115,33 @@ FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
 
 /*
  * The loss pass over a row: x'_j, e_j, r = sum_{j != skip} e_j and (WD) wd.  With a gradient
- * (ST) it stores e_j, or x'_j under softcap (the gradient pass needs x'_j for the chain factor
- * and recomputes e_j from it), into st, which may alias x.
+ * (ST) it stores into st (which may alias x) what the gradient pass needs: e_j; under softcap
+ * with smoothing x'_j (the pass recomputes e_j from it); under softcap without smoothing the
+ * chain product e_j (1 - t_j^2), t_j = x'_j / c, so that the gradient pass is one multiply.
  */
 FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st, T cap,
                                  const double *w, double *wd, const int ST, const int K,
                                  const int WD)
 {
     double acc[FCE_LANES] = {0}, wacc[FCE_LANES] = {0}, tail = 0.0, wtail = 0.0;
+    T inv = (T)1 / cap;
     fce_idx j = 0;
     int k;
     for (; j + FCE_LANES <= n; j += FCE_LANES)
         _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) {
-            T v = S(cap_of)(x[j + k], cap, K);
+            T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
+            T v = K ? cap * t : x[j + k];           /* = cap_of(x_j) */
             T e = FCE_EXP(v - m);
-            if (ST) st[j + k] = K ? v : e;
+            if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
             acc[k] += j + k == skip ? 0.0 : (double)e;
             if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
         }
     for (; j < n; j++) {
-        T v = S(cap_of)(x[j], cap, K);
+        T t = K ? FCE_TANH(x[j] * inv) : (T)0;
+        T v = K ? cap * t : x[j];
         T e = FCE_EXP(v - m);
-        if (ST) st[j] = K ? v : e;
+        if (ST) st[j] = K ? (WD ? v : e * (1 - t * t)) : e;
         tail += j == skip ? 0.0 : (double)e;
         if (WD) wtail += S(wdist_term)(w ? w[j] : 1.0, (double)(m - v));
     }
@@ -144,17 +150,31 @@ FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st
 }
 
 /* The gradient pass over a row: g_j = e_j kp - ks w_j (WS: smoothing on), times the softcap
- * chain factor under K (g holds x'_j then, else e_j). */
+ * chain factor under K (g holds what row_ce_pass stored: the chain product already without
+ * smoothing, x'_j with it). */
 FCE_INLINE void S(row_ce_grad)(T *g, fce_idx n, T m, T kp, T ks, const double *w, T cap,
                                const int K, const int WS)
 {
     fce_idx j;
+    if (K && !WS) {
+        _Pragma("omp simd")
+        for (j = 0; j < n; j++) g[j] *= kp;
+        return;
+    }
     _Pragma("omp simd")
     for (j = 0; j < n; j++) {
         T e = K ? FCE_EXP(g[j] - m) : g[j];
         T v = e * kp - (WS ? ks * (w ? (T)w[j] : (T)1) : (T)0);
         g[j] = K ? v * S(cap_slope)(g[j], cap) : v;
     }
+}
+
+/* g_j = exp(x_j - m) kp (g may alias x) */
+FCE_INLINE void S(row_exp_scale)(const T *x, T *g, fce_idx n, T m, T kp)
+{
+    fce_idx j;
+    _Pragma("omp simd")
+    for (j = 0; j < n; j++) g[j] = FCE_EXP(x[j] - m) * kp;
 }
 
 FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_ce_args *a,
@@ -172,19 +192,34 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_
         if (G) memset(gr, 0, (size_t)C * sizeof(T));
         return;
     }
-    double wy = w ? w[y] : 1.0, wd = 0.0, loss, kp, ks, gy;
+    double wy = w ? w[y] : 1.0, wd = 0.0, loss, kp, ks, gy, r;
     double g = G ? a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0) : 0.0;
-    T m = S(cap_of)(S(row_max)(xr, C), cap, K);
-    T xy = S(cap_of)(xr[y], cap, K);            /* read before an in-place gradient overwrites it */
+    T m, xy = S(cap_of)(xr[y], cap, K);       /* read before an in-place gradient overwrites it */
     int wdon = O && spread != 0.0;
-    double r = wdon ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 1)
-                    : S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 0);
+    /* Without softcap or smoothing only m and r are needed: one read of the row
+     * (row_max_sumexp), and with a gradient a second pass g_j = e_j kp from the cached row.
+     * The same r either way, so the loss does not depend on G. */
+    int online = !K && !wdon;
+    /* with a gradient, rows of up to FCE_ROW_MAXBLK blocks keep their exps (one exp per
+     * element); longer ones recompute them in the gradient pass */
+    int kept = G && online && C <= FCE_ROW_MAXBLK * FCE_ROW_BLOCK;
+    T bM[FCE_ROW_MAXBLK];
+    if (online) {
+        r = kept ? S(row_max_sumexp)(xr, C, y, &m, gr, bM, 1)
+                 : S(row_max_sumexp)(xr, C, y, &m, NULL, NULL, 0);
+    } else {
+        m = S(cap_of)(S(row_max)(xr, C), cap, K);
+        r = wdon ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 1)
+                 : S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 0);
+    }
     double ey = (double)FCE_EXP(xy - m);
     S(ce_index_finish)((double)m, (double)(m - xy), ey, r, wd, wy, g, keep, spread, O ? a->W : 0.0,
                        O ? a->zl : 0.0, O, &loss, &kp, &ks, &gy);
     a->loss[sidx] = loss;
     if (!G) return;
-    if (wdon) S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 1);
+    if (kept) S(row_scale_blocks)(gr, C, m, bM, kp);
+    else if (online) S(row_exp_scale)(xr, gr, C, m, (T)kp);
+    else if (wdon) S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 1);
     else S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 0);
     gr[y] = (T)gy * (K ? S(cap_slope)(xy, cap) : (T)1);
 }

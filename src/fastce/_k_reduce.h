@@ -47,6 +47,132 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
 }
 
 /*
+ * One read of a row: *mo = max_j x_j and the return value r = sum_{j != skip} exp(x_j - m)
+ * (skip outside [0, n): every term).  A two-pass row (max, then the exps) streams the row from
+ * memory in the first pass and computes in the second, so the two never overlap; here the row
+ * is read in blocks of FCE_ROW_BLOCK elements small enough to stay in L1: the block's max first
+ * (the memory read), then its exps from L1 against the running max M.  When a block raises M,
+ * the lane sums so far are rescaled by exp(M_old - M_new), evaluated in double (one double
+ * rounding per raise, at most n / FCE_ROW_BLOCK of them, typically a handful), so each sum term
+ * keeps the float accuracy of exp(x_j - M) in T.  The last M is m: no final rescale.
+ *
+ * With ST (the fused kernels) each block's exps go to st (which may alias x) and its running max
+ * to bM[block] (FCE_ROW_MAXBLK entries at most): row_scale_blocks then turns them into
+ * exp(x_j - m) * kp with one multiply per element instead of a second exp.
+ * Lanes, blocks and the tail depend only on n, so the sum is the same for any thread count, and
+ * one function serves the loss-only and the fused kernels (the loss is bitwise identical).
+ * Special values as a two-pass row: NaN never wins the max (x > M is false) and propagates
+ * through its exp; a block whose running max is still -inf (all -inf/NaN so far) takes its exps
+ * against 0, so -inf contributes 0 and NaN stays NaN; a row of -inf only gives r = NaN, as
+ * exp(-inf - -inf) would; M = +inf zeroes the earlier sums (exp(-inf) = 0) and makes its own +inf
+ * terms NaN (inf - inf).
+ */
+#define FCE_ROW_BLOCK (FCE_LANES * 32)
+#define FCE_ROW_MAXBLK 64               /* rows of up to 32768 elements store their exps */
+
+/* sum_k exp(x_k - m) over len (a multiple of FCE_LANES) elements into the lanes; with ST the
+ * exps are also stored in st (which may alias x) */
+FCE_INLINE void S(lanes_sumexp)(const T *x, fce_idx len, T m, double *acc, T *st, const int ST)
+{
+    fce_idx j;
+    int k;
+    for (j = 0; j + FCE_LANES <= len; j += FCE_LANES)
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) {
+            T e = FCE_EXP(x[j + k] - m);
+            if (ST) st[j + k] = e;
+            acc[k] += (double)e;
+        }
+}
+
+/* The same leaving element skip (0 <= skip < len) out of the sum (it is still stored): only its
+ * own vector is masked, so every term has the lane it has in lanes_sumexp */
+FCE_INLINE void S(lanes_sumexp_skip)(const T *x, fce_idx len, T m, fce_idx skip, double *acc,
+                                     T *st, const int ST)
+{
+    fce_idx js = skip - skip % FCE_LANES;
+    int k;
+    S(lanes_sumexp)(x, js, m, acc, st, ST);
+    _Pragma("omp simd")
+    for (k = 0; k < FCE_LANES; k++) {
+        T e = FCE_EXP(x[js + k] - m);
+        if (ST) st[js + k] = e;
+        acc[k] += js + k == skip ? 0.0 : (double)e;
+    }
+    S(lanes_sumexp)(x + js + FCE_LANES, len - js - FCE_LANES, m, acc,
+                    ST ? st + js + FCE_LANES : NULL, ST);
+}
+
+FCE_INLINE double S(row_max_sumexp)(const T *x, fce_idx n, fce_idx skip, T *mo, T *st, T *bM,
+                                     const int ST)
+{
+    double acc[FCE_LANES] = {0}, tail = 0.0;
+    T M = -INFINITY;
+    fce_idx b0, j;
+    int k;
+    for (b0 = 0; b0 < n; b0 += FCE_ROW_BLOCK) {
+        fce_idx len = n - b0 < FCE_ROW_BLOCK ? n - b0 : FCE_ROW_BLOCK;
+        fce_idx vl = len - len % FCE_LANES;
+        const T *xb = x + b0;
+        T mk[FCE_LANES], bm = M, Mc;
+        for (k = 0; k < FCE_LANES; k++) mk[k] = -INFINITY;
+#if defined(__GNUC__)
+        /* Ask for the same block of the next row (the thread's next item, usually): a short
+         * row starts on a new page, where the hardware prefetcher starts over (measured: a
+         * sixth of the time of 1000-class rows).  A prefetch never faults; the address is
+         * formed as an integer because it may lie past the end of the array. */
+        for (j = 0; j < len; j += 64 / (fce_idx)sizeof(T))
+            __builtin_prefetch((const void *)((uintptr_t)(xb + j) + (uintptr_t)n * sizeof(T)));
+#endif
+        for (j = 0; j + FCE_LANES <= vl; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) mk[k] = xb[j + k] > mk[k] ? xb[j + k] : mk[k];
+        for (j = vl; j < len; j++) bm = xb[j] > bm ? xb[j] : bm;
+        for (k = 0; k < FCE_LANES; k++) bm = mk[k] > bm ? mk[k] : bm;
+        if (bm > M) {
+            /* sums so far are 0 or NaN while M is -inf: nothing to rescale */
+            if (M != -INFINITY) {
+                double f = fce_exp_d((double)M - (double)bm);
+                for (k = 0; k < FCE_LANES; k++) acc[k] *= f;
+            }
+            M = bm;
+        }
+        Mc = M == -INFINITY ? (T)0 : M;
+        if (ST) bM[b0 / FCE_ROW_BLOCK] = M;
+        if (skip >= b0 && skip < b0 + vl)
+            S(lanes_sumexp_skip)(xb, vl, Mc, skip - b0, acc, ST ? st + b0 : NULL, ST);
+        else
+            S(lanes_sumexp)(xb, vl, Mc, acc, ST ? st + b0 : NULL, ST);
+        for (j = vl; j < len; j++) {         /* the row's last < FCE_LANES elements */
+            T e = FCE_EXP(xb[j] - Mc);
+            if (ST) st[b0 + j] = e;
+            tail += b0 + j == skip ? 0.0 : (double)e;
+        }
+    }
+    *mo = M;
+    double r = fce_combine_lanes(acc) + tail;
+    /* a row of -inf (and NaN) only: NaN, as exp(-inf - -inf) in a two-pass row */
+    return M == -INFINITY && n > (skip >= 0 && skip < n) ? NAN : r;
+}
+
+/* g_j = st_j * kp exp(M_b - m) for the exps row_max_sumexp stored against the running max M_b of
+ * their block.  A block stored while M was still -inf holds only 0 and NaN: factor kp * 0 (never
+ * exp(0 - m), which may overflow), which is 0, or NaN for a row whose kp is NaN (a fully masked
+ * row, any +inf logit), so such a row's gradient is NaN throughout, as exp(x_j - m) gives. */
+FCE_INLINE void S(row_scale_blocks)(T *g, fce_idx n, T m, const T *bM, double kp)
+{
+    fce_idx b0, j;
+    for (b0 = 0; b0 < n; b0 += FCE_ROW_BLOCK) {
+        fce_idx len = n - b0 < FCE_ROW_BLOCK ? n - b0 : FCE_ROW_BLOCK;
+        T Mb = bM[b0 / FCE_ROW_BLOCK];
+        T c = (T)(kp * (Mb == -INFINITY ? 0.0 : fce_exp_d((double)Mb - (double)m)));
+        T *gb = g + b0;
+        _Pragma("omp simd")
+        for (j = 0; j < len; j++) gb[j] *= c;
+    }
+}
+
+/*
  * rest = s - 1 for s = sum_j exp(x_j - m), without rounding 1 + tiny.  When s >= 1.5 (or NaN),
  * s - 1 is exact to a few ulps.  Otherwise the row is confident: one term is exp(0) = 1 (the
  * max) and the others are small, so they are summed again with that term left out.  This keeps

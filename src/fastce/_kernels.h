@@ -121,19 +121,49 @@ typedef struct {
 #include "_isa.h"
 
 #define FCE_ISA_TAG base
+/* the baseline variant has FMA only when the build's own -march has it (FASTCE_NATIVE, arm64) */
+#if defined(__FMA__) || defined(__aarch64__)
+#define FCE_ISA_FMA 1
+#else
+#define FCE_ISA_FMA 0
+#endif
 #include "_kern_inst.h"
+#undef FCE_ISA_FMA
 #undef FCE_ISA_TAG
 
 #if FCE_MULTI_ISA
 FCE_TARGET_AVX2_BEGIN
 #define FCE_ISA_TAG avx2
+#define FCE_ISA_FMA 1
 #include "_kern_inst.h"
+#undef FCE_ISA_FMA
 #undef FCE_ISA_TAG
+#if FCE_WANT(ROWOPS)
+/* Test hook (tests/test_simd_ulp.py): the FMA variants of _simd.h's functions over an array,
+ * compiled for the AVX2+FMA target as the kernels use them; fn 0 exp, 1 log, 2 log1p, 3 tanh. */
+static void fce_simd_eval_fma_avx2(int fn, int dt, const void *x, void *o, fce_idx n)
+{
+    fce_idx i;
+    if (dt) {
+        const double *xd = (const double *)x; double *od = (double *)o;
+        for (i = 0; i < n; i++)
+            od[i] = fn == 0 ? fce_exp_d_fma(xd[i]) : fn == 1 ? fce_log_d_fma(xd[i])
+                  : fn == 2 ? fce_log1p_d_fma(xd[i]) : fce_tanh_d_fma(xd[i]);
+    } else {
+        const float *xf = (const float *)x; float *of = (float *)o;
+        for (i = 0; i < n; i++)
+            of[i] = fn == 0 ? fce_exp_f_fma(xf[i]) : fn == 1 ? fce_log_f_fma(xf[i])
+                  : fn == 2 ? fce_log1p_f_fma(xf[i]) : fce_tanh_f_fma(xf[i]);
+    }
+}
+#endif
 FCE_TARGET_AVX2_END
 
 FCE_TARGET_AVX512_BEGIN
 #define FCE_ISA_TAG avx512
+#define FCE_ISA_FMA 1
 #include "_kern_inst.h"
+#undef FCE_ISA_FMA
 #undef FCE_ISA_TAG
 FCE_TARGET_AVX512_END
 #endif
@@ -161,6 +191,18 @@ FCE_TARGET_AVX512_END
 #endif
 
 #define FCE_XARGS const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item
+
+#if FCE_WANT(ROWOPS)
+/* 1 and the FMA variants' values in o where this build and CPU have them, else 0 */
+static inline int fce_simd_eval_fma(int fn, int dt, const void *x, void *o, fce_idx n)
+{
+#if FCE_MULTI_ISA
+    if (fce_isa_best() >= FCE_ISA_AVX2) { fce_simd_eval_fma_avx2(fn, dt, x, o, n); return 1; }
+#endif
+    (void)fn; (void)dt; (void)x; (void)o; (void)n;
+    return 0;
+}
+#endif
 
 #if FCE_WANT(ROWOPS)
 static inline void fce_lse_item(int dt, FCE_XARGS, void *out)

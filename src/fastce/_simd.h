@@ -22,14 +22,21 @@
  * log1p(u) for u >= -1:  w = 1 + u rounded; log1p(u) = log(w) + (u - (w-1))/w, the second term
  *   restoring what the rounding of 1+u lost (exact to first order).
  *
+ * Two variants of each function, selected by a constant flag F: the portable one (F = 0, every
+ * multiply-add rounded twice; the baseline SSE2 kernels, _div_body.h, the per-sample finish
+ * functions) and the FMA one (F = 1, fused multiply-adds; the AVX2 and AVX-512 kernels).  The
+ * build has -ffp-contract=off, so each variant rounds the same wherever it is inlined: within
+ * one kernel variant the loss-only and fused kernels agree bitwise.  The variants may differ
+ * from each other in the last bit.
+ *
  * Measured max error (tests/test_simd_ulp.py: dense sweeps, every binade, subnormals and edge
- * values; reference float64 for the float32 functions, 80-bit long double for the float64 ones;
- * built with -ffp-contract=off, so every ISA variant rounds identically):
- *     function   float32   float64      (ulp; the test asserts the bound in brackets)
- *     exp        0.98      1.02         [1.0, 1.1]
- *     log        1.89      1.95         [2.0, 2.0]
- *     log1p      2.33      2.29         [2.5, 2.5]
- *     tanh       1.97      4.01         [2.0, 4.5]   (the (1-e)/(1+e) branch near |u| = 0.1)
+ * values; reference float64 for the float32 functions, 80-bit long double for the float64 ones):
+ *     function   float32       float64        (ulp, portable / FMA; the test asserts the bound
+ *                                               in brackets for both)
+ *     exp        0.98 / 0.98   1.02 / 1.04    [1.0, 1.1]
+ *     log        1.89 / 1.89   1.95 / 1.95    [2.0, 2.0]
+ *     log1p      2.33 / 2.33   2.29 / 2.29    [2.5, 2.5]
+ *     tanh       1.97 / 1.97   4.01 / 4.01    [2.0, 4.5]   (the (1-e)/(1+e) branch near |u| = 0.1)
  * Special values are exact: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log(<0) = NaN,
  * log1p(-1) = -inf, tanh(+-inf) = +-1, NaN in -> NaN out.
  */
@@ -51,77 +58,89 @@ FCE_INLINE float fce_from_bits_f(uint32_t u) { float x; memcpy(&x, &u, 4); retur
 FCE_INLINE uint64_t fce_bits_d(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 FCE_INLINE double fce_from_bits_d(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
 
+/* a*b + c.  F = 1 (only in the AVX2 / AVX-512 kernel variants, whose target has FMA): one fused
+ * rounding, one instruction; F = 0: two roundings (the build has -ffp-contract=off, so this is
+ * never contracted behind our back).  F is a compile-time constant at every call, so each
+ * variant is straight-line code and rounds identically wherever it is inlined: the loss-only and
+ * the fused kernels of one variant agree bitwise.  (On a target without FMA, fmaf would be a
+ * libm call, hence the flag rather than fmaf everywhere.) */
+FCE_INLINE float fce_madd_f(float a, float b, float c, const int F)
+{ return F ? fmaf(a, b, c) : a * b + c; }
+FCE_INLINE double fce_madd_d(double a, double b, double c, const int F)
+{ return F ? fma(a, b, c) : a * b + c; }
+
 /* ---------------------------------------------------------------- exp, float */
-FCE_INLINE float fce_exp_f(float x)
+FCE_INLINE float fce_exp_fv(float x, const int F)
 {
     const float SHIFT = 12582912.0f;               /* 1.5 * 2^23 */
     const float LOG2E = 1.44269504088896341f;
     const float LN2_HI = 0.693359375f;             /* 8 significant bits: n*LN2_HI exact */
     const float LN2_LO = -2.12194440e-4f;
     const float HI = 88.8f, LO = -104.0f;          /* e^88.8 > FLT_MAX; e^-104 < FLT_TRUE_MIN/2 */
-    float xc = x > HI ? HI : x;                    /* NaN: both comparisons false, stays NaN */
-    xc = xc < LO ? LO : xc;
-    float t = xc * LOG2E + SHIFT;
+    /* No clamp on the way in: outside [LO, HI] (and for +-inf) the lanes compute garbage that
+     * the two selects at the end replace, which costs two compares instead of a clamp chain.
+     * NaN fails both comparisons and stays NaN throughout. */
+    float t = fce_madd_f(x, LOG2E, SHIFT, F);
     float n = t - SHIFT;
-    float r = xc - n * LN2_HI;
-    r = r - n * LN2_LO;
+    float r = fce_madd_f(-n, LN2_HI, x, F);        /* exact either way */
+    r = fce_madd_f(-n, LN2_LO, r, F);
     float p = 1.9875691500E-4f;
-    p = p * r + 1.3981999507E-3f;
-    p = p * r + 8.3334519073E-3f;
-    p = p * r + 4.1665795894E-2f;
-    p = p * r + 1.6666665459E-1f;
-    p = p * r + 5.0000001201E-1f;
-    p = p * (r * r) + r + 1.0f;
-    /* n1 = floor(n/2) by the same rounding trick, so everything stays in float lanes */
-    float t1 = (n * 0.5f - 0.25f) + SHIFT;
-    float n1 = t1 - SHIFT;
-    float t2 = (n - n1) + SHIFT;
-    uint32_t b1 = (fce_bits_f(t1) - fce_bits_f(SHIFT) + 127u) << 23;
-    uint32_t b2 = (fce_bits_f(t2) - fce_bits_f(SHIFT) + 127u) << 23;
+    p = fce_madd_f(p, r, 1.3981999507E-3f, F);
+    p = fce_madd_f(p, r, 8.3334519073E-3f, F);
+    p = fce_madd_f(p, r, 4.1665795894E-2f, F);
+    p = fce_madd_f(p, r, 1.6666665459E-1f, F);
+    p = fce_madd_f(p, r, 5.0000001201E-1f, F);
+    p = fce_madd_f(p, r * r, r, F) + 1.0f;
+    /* 2^n = 2^n1 * 2^n2, n1 = floor(n/2), in integer lanes: nb = n + 256 >= 0 (n >= -150 in
+     * range), so a logical shift halves it (SSE2 has no 64-bit arithmetic shift; the double
+     * version does the same) and h = nb >> 1 = n1 + 128. */
+    uint32_t nb = fce_bits_f(t) - (fce_bits_f(SHIFT) - 256u), h = nb >> 1;
+    uint32_t b1 = (h - 1u) << 23;                  /* (n1 + 127) << 23 */
+    uint32_t b2 = (nb - h - 1u) << 23;             /* (n - n1 + 127) << 23 */
     float res = (p * fce_from_bits_f(b1)) * fce_from_bits_f(b2);
+    res = x > HI ? INFINITY : res;
     res = x < LO ? 0.0f : res;                     /* exact 0 for -inf and deep underflow */
     return res;
 }
 
 /* ---------------------------------------------------------------- exp, double */
-FCE_INLINE double fce_exp_d(double x)
+FCE_INLINE double fce_exp_dv(double x, const int F)
 {
     const double SHIFT = 6755399441055744.0;       /* 1.5 * 2^52 */
     const double LOG2E = 1.4426950408889634074;
     const double LN2_HI = 6.93145751953125E-1;     /* Cephes split: n*LN2_HI exact */
     const double LN2_LO = 1.42860682030941723212E-6;
     const double HI = 709.9, LO = -746.0;          /* e^709.9 > DBL_MAX; e^-746 < DBL_TRUE_MIN/2 */
-    double xc = x > HI ? HI : x;
-    xc = xc < LO ? LO : xc;
-    double t = xc * LOG2E + SHIFT;
+    /* no clamp on the way in, as the float version */
+    double t = fce_madd_d(x, LOG2E, SHIFT, F);
     double n = t - SHIFT;
-    double r = xc - n * LN2_HI;
-    r = r - n * LN2_LO;
+    double r = fce_madd_d(-n, LN2_HI, x, F);
+    r = fce_madd_d(-n, LN2_LO, r, F);
     /* degree-11 interpolant of e^r at the Chebyshev nodes of [-ln2/2, ln2/2] (truncation error
      * 4e-18, two terms fewer than the Taylor series of the same accuracy) */
     double p = 2.5110037605963777e-08;
-    p = p * r + 2.763263963904103e-07;
-    p = p * r + 2.755724091857897e-06;
-    p = p * r + 2.4801485482328494e-05;
-    p = p * r + 0.00019841269890047113;
-    p = p * r + 0.0013888888952314775;
-    p = p * r + 0.008333333333319601;
-    p = p * r + 0.0416666666664881;
-    p = p * r + 0.1666666666666668;
-    p = p * r + 0.5000000000000019;
-    p = p * (r * r) + r + 1.0;
-    double t1 = (n * 0.5 - 0.25) + SHIFT;
-    double n1 = t1 - SHIFT;
-    double t2 = (n - n1) + SHIFT;
-    uint64_t b1 = (fce_bits_d(t1) - fce_bits_d(SHIFT) + 1023u) << 52;
-    uint64_t b2 = (fce_bits_d(t2) - fce_bits_d(SHIFT) + 1023u) << 52;
+    p = fce_madd_d(p, r, 2.763263963904103e-07, F);
+    p = fce_madd_d(p, r, 2.755724091857897e-06, F);
+    p = fce_madd_d(p, r, 2.4801485482328494e-05, F);
+    p = fce_madd_d(p, r, 0.00019841269890047113, F);
+    p = fce_madd_d(p, r, 0.0013888888952314775, F);
+    p = fce_madd_d(p, r, 0.008333333333319601, F);
+    p = fce_madd_d(p, r, 0.0416666666664881, F);
+    p = fce_madd_d(p, r, 0.1666666666666668, F);
+    p = fce_madd_d(p, r, 0.5000000000000019, F);
+    p = fce_madd_d(p, r * r, r, F) + 1.0;
+    /* nb = n + 2048 >= 0, h = nb >> 1 = n1 + 1024 (see the float version) */
+    uint64_t nb = fce_bits_d(t) - (fce_bits_d(SHIFT) - 2048u), h = nb >> 1;
+    uint64_t b1 = (h - 1u) << 52;
+    uint64_t b2 = (nb - h - 1u) << 52;
     double res = (p * fce_from_bits_d(b1)) * fce_from_bits_d(b2);
+    res = x > HI ? INFINITY : res;
     res = x < LO ? 0.0 : res;
     return res;
 }
 
 /* ---------------------------------------------------------------- log, x > 0 */
-FCE_INLINE float fce_log_f(float x)
+FCE_INLINE float fce_log_fv(float x, const int F)
 {
     /* Normalise subnormals first (scale by 2^25) so the exponent field is meaningful. */
     int sub = x < 1.17549435e-38f;
@@ -134,11 +153,11 @@ FCE_INLINE float fce_log_f(float x)
     float z = (f - 1.0f) / (f + 1.0f);
     float z2 = z * z;
     float s = 2.0f / 9.0f;
-    s = s * z2 + 2.0f / 7.0f;
-    s = s * z2 + 2.0f / 5.0f;
-    s = s * z2 + 2.0f / 3.0f;
+    s = fce_madd_f(s, z2, 2.0f / 7.0f, F);
+    s = fce_madd_f(s, z2, 2.0f / 5.0f, F);
+    s = fce_madd_f(s, z2, 2.0f / 3.0f, F);
     float kf = (float)k - (sub ? 25.0f : 0.0f);
-    float res = kf * 0.693147180559945309f + (z * s * z2 + 2.0f * z);
+    float res = fce_madd_f(kf, 0.693147180559945309f, fce_madd_f(z * s, z2, 2.0f * z, F), F);
     res = x == 0.0f ? -INFINITY : res;
     res = x == INFINITY ? INFINITY : res;
     res = x < 0.0f ? NAN : res;
@@ -146,7 +165,7 @@ FCE_INLINE float fce_log_f(float x)
     return res;
 }
 
-FCE_INLINE double fce_log_d(double x)
+FCE_INLINE double fce_log_dv(double x, const int F)
 {
     int sub = x < 2.2250738585072014e-308;
     double xs = sub ? x * 18014398509481984.0 : x;   /* 2^54 */
@@ -157,20 +176,21 @@ FCE_INLINE double fce_log_d(double x)
     double z = (f - 1.0) / (f + 1.0);
     double z2 = z * z;
     double s = 2.0 / 23.0;
-    s = s * z2 + 2.0 / 21.0;
-    s = s * z2 + 2.0 / 19.0;
-    s = s * z2 + 2.0 / 17.0;
-    s = s * z2 + 2.0 / 15.0;
-    s = s * z2 + 2.0 / 13.0;
-    s = s * z2 + 2.0 / 11.0;
-    s = s * z2 + 2.0 / 9.0;
-    s = s * z2 + 2.0 / 7.0;
-    s = s * z2 + 2.0 / 5.0;
-    s = s * z2 + 2.0 / 3.0;
+    s = fce_madd_d(s, z2, 2.0 / 21.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 19.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 17.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 15.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 13.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 11.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 9.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 7.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 5.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 3.0, F);
     double kd = (double)k - (sub ? 54.0 : 0.0);
     /* k*ln2 split in two parts so large k does not lose the series' low bits */
-    double res = kd * 6.93147180369123816490e-01 + (z * s * z2 + 2.0 * z)
-               + kd * 1.90821492927058770002e-10;
+    double res = fce_madd_d(kd, 1.90821492927058770002e-10,
+                            fce_madd_d(kd, 6.93147180369123816490e-01,
+                                       fce_madd_d(z * s, z2, 2.0 * z, F), F), F);
     res = x == 0.0 ? -INFINITY : res;
     res = x == INFINITY ? INFINITY : res;
     res = x < 0.0 ? NAN : res;
@@ -179,20 +199,20 @@ FCE_INLINE double fce_log_d(double x)
 }
 
 /* log1p(u) for u >= -1 (or NaN) */
-FCE_INLINE float fce_log1p_f(float u)
+FCE_INLINE float fce_log1p_fv(float u, const int F)
 {
     float w = 1.0f + u;
     float c = (u - (w - 1.0f)) / w;
-    float res = fce_log_f(w) + c;
+    float res = fce_log_fv(w, F) + c;
     res = w == 0.0f ? -INFINITY : res;
     return u == INFINITY ? INFINITY : res;
 }
 
-FCE_INLINE double fce_log1p_d(double u)
+FCE_INLINE double fce_log1p_dv(double u, const int F)
 {
     double w = 1.0 + u;
     double c = (u - (w - 1.0)) / w;
-    double res = fce_log_d(w) + c;
+    double res = fce_log_dv(w, F) + c;
     res = w == 0.0 ? -INFINITY : res;
     return u == INFINITY ? INFINITY : res;
 }
@@ -201,41 +221,58 @@ FCE_INLINE double fce_log1p_d(double u)
  * |u| small: odd Taylor series (relative precision where (1-e)/(1+e) would cancel);
  * otherwise tanh|u| = (1 - e)/(1 + e) with e = exp(-2|u|) in (0, 1], which is exact to a few
  * ulps there and gives 1 at +-inf; the sign is restored last.  NaN propagates. */
-FCE_INLINE float fce_tanh_f(float u)
+FCE_INLINE float fce_tanh_fv(float u, const int F)
 {
     float a = u < 0.0f ? -u : u;
     float a2 = a * a;
     float p = -929569.0f / 638512875.0f;
-    p = p * a2 + 21844.0f / 6081075.0f;
-    p = p * a2 - 1382.0f / 155925.0f;
-    p = p * a2 + 62.0f / 2835.0f;
-    p = p * a2 - 17.0f / 315.0f;
-    p = p * a2 + 2.0f / 15.0f;
-    p = p * a2 - 1.0f / 3.0f;
-    float small = a + a * a2 * p;
-    float e = fce_exp_f(-2.0f * a);
+    p = fce_madd_f(p, a2, 21844.0f / 6081075.0f, F);
+    p = fce_madd_f(p, a2, -1382.0f / 155925.0f, F);
+    p = fce_madd_f(p, a2, 62.0f / 2835.0f, F);
+    p = fce_madd_f(p, a2, -17.0f / 315.0f, F);
+    p = fce_madd_f(p, a2, 2.0f / 15.0f, F);
+    p = fce_madd_f(p, a2, -1.0f / 3.0f, F);
+    float small = fce_madd_f(a * a2, p, a, F);
+    float e = fce_exp_fv(-2.0f * a, F);
     float big = (1.0f - e) / (1.0f + e);
     float t = a < 0.3f ? small : big;
     return u < 0.0f ? -t : t;
 }
 
-FCE_INLINE double fce_tanh_d(double u)
+FCE_INLINE double fce_tanh_dv(double u, const int F)
 {
     double a = u < 0.0 ? -u : u;
     double a2 = a * a;
     double p = 6404582.0 / 10854718875.0;
-    p = p * a2 - 929569.0 / 638512875.0;
-    p = p * a2 + 21844.0 / 6081075.0;
-    p = p * a2 - 1382.0 / 155925.0;
-    p = p * a2 + 62.0 / 2835.0;
-    p = p * a2 - 17.0 / 315.0;
-    p = p * a2 + 2.0 / 15.0;
-    p = p * a2 - 1.0 / 3.0;
-    double small = a + a * a2 * p;
-    double e = fce_exp_d(-2.0 * a);
+    p = fce_madd_d(p, a2, -929569.0 / 638512875.0, F);
+    p = fce_madd_d(p, a2, 21844.0 / 6081075.0, F);
+    p = fce_madd_d(p, a2, -1382.0 / 155925.0, F);
+    p = fce_madd_d(p, a2, 62.0 / 2835.0, F);
+    p = fce_madd_d(p, a2, -17.0 / 315.0, F);
+    p = fce_madd_d(p, a2, 2.0 / 15.0, F);
+    p = fce_madd_d(p, a2, -1.0 / 3.0, F);
+    double small = fce_madd_d(a * a2, p, a, F);
+    double e = fce_exp_dv(-2.0 * a, F);
     double big = (1.0 - e) / (1.0 + e);
     double t = a < 0.1 ? small : big;
     return u < 0.0 ? -t : t;
 }
+
+/* ---------------------------------------------------------------- the named functions
+ * fce_<fn>_<f|d>: the portable variant (two roundings per multiply-add), usable anywhere;
+ * fce_<fn>_<f|d>_fma: fused multiply-adds, only inside code compiled for a target with FMA
+ * (the AVX2 / AVX-512 kernel variants pick these through FCE_EXP & co. in _kern_inst.h). */
+#define FCE_NAMED(fn, T)                                                                       \
+    FCE_INLINE T fce_##fn(T x) { return fce_##fn##v(x, 0); }                                  \
+    FCE_INLINE T fce_##fn##_fma(T x) { return fce_##fn##v(x, 1); }
+FCE_NAMED(exp_f, float)
+FCE_NAMED(exp_d, double)
+FCE_NAMED(log_f, float)
+FCE_NAMED(log_d, double)
+FCE_NAMED(log1p_f, float)
+FCE_NAMED(log1p_d, double)
+FCE_NAMED(tanh_f, float)
+FCE_NAMED(tanh_d, double)
+#undef FCE_NAMED
 
 #endif

@@ -56,3 +56,24 @@ def vjp(str kind, y, g, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B, out, int nthre
                 fce_log_softmax_vjp_item(dt, yp, gp, A, C, B, i, op)
             else:
                 fce_softmax_vjp_item(dt, yp, gp, A, C, B, i, op)
+
+
+cdef extern from "_kernels.h" nogil:
+    int fce_simd_eval_fma(int fn, int dt, const void *x, void *o, fce_idx n)
+
+
+def _simd_eval_fma(str name, x):
+    """Test hook: the FMA variant (used by the AVX2 / AVX-512 kernels) of the elementary function
+    `name` of _simd.h applied to every element of the float32 or float64 array x, or None where
+    this build or CPU has no such variant."""
+    import numpy as np
+    cdef int fn = ("exp", "log", "log1p", "tanh").index(name)
+    a = np.ascontiguousarray(x)
+    if a.dtype != np.float32 and a.dtype != np.float64:
+        raise TypeError("float32 or float64 only")
+    out = np.empty_like(a)
+    cdef cnp.ndarray ai = a, oi = out
+    if not fce_simd_eval_fma(fn, a.dtype == np.float64, <const void *>ai.data, <void *>oi.data,
+                             a.size):
+        return None
+    return out
