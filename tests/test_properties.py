@@ -31,9 +31,11 @@ from reference import (  # noqa: E402
 )
 
 _COMMON = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-               derandomize=False, print_blob=True)
-settings.register_profile("fastce-default", max_examples=60, **_COMMON)
-settings.register_profile("fastce-long", max_examples=2000, **_COMMON)
+               print_blob=True)
+# The default run (CI, the README's test command) is derandomized: the same examples every run,
+# so a red CI is a regression, not a new draw.  The long profile explores with fresh draws.
+settings.register_profile("fastce-default", max_examples=60, derandomize=True, **_COMMON)
+settings.register_profile("fastce-long", max_examples=2000, derandomize=False, **_COMMON)
 PROFILE = "fastce-long" if os.environ.get("FASTCE_HYPOTHESIS_PROFILE", "") == "long" else "fastce-default"
 PROFILE_SETTINGS = settings.get_profile(PROFILE)
 
@@ -447,7 +449,9 @@ def test_bce_matches_reference(case, special):
         gw = gw / n
     if dtype == np.float16:
         # float16 gradients overflow beyond 65504 (p within ~1e-5 of 0 or 1): compare the rest
-        big = np.abs(gw) > 6e4
+        # (threshold above 6e4 by more than float16's rounding there, 32: a true -60012 is
+        # stored as -6e4 exactly)
+        big = np.abs(gw) > 6.1e4
         assert np.all(np.isinf(grad[big]) | (np.abs(grad[big]) > 6e4))
         grad, gw = grad[~big], gw[~big]
     # near p = 0 or 1 the float32 rounding of p(1-p) dominates: compare relatively
