@@ -21,14 +21,17 @@ from . import _threads
 # crossovers differ because the work per element does: a CE row of many classes is one exp per
 # element, a small-C block adds transposes and per-sample logs, BCE is an exp and a log1p per
 # element, a softmax-family op is lighter.  Measured with tools/crossover.py (1 vs 2 threads,
-# medians, float32; the first size where two threads win by >= 10% in every repeat), see
-# _CROSSOVER_NOTE.
+# medians, float32) on a quiet 2-core AMD EPYC (Zen 5): two threads first win by >= 10% at
+# softmax 1024, ce_rows 8192, ce_small 2048, binary 32768 elements.  Below 8192 the win is a
+# microsecond or less while a team whose second core is busy stalls for far longer, so no
+# family starts a team below 8192 (where the speed-ups are 1.7x, 1.2x, 1.6x); binary works in
+# chunks of 2**14 elements (functional.BINARY_CHUNK), so a team needs two.
 CROSSOVER = {
-    "softmax": 1 << 14,     # log_softmax / softmax / logsumexp / VJPs
+    "softmax": 1 << 13,     # log_softmax / softmax / logsumexp / VJPs
     "ce_rows": 1 << 13,     # cross-entropy / NLL, rows of > 16 classes
     "ce_small": 1 << 13,    # cross-entropy / NLL, <= 16 classes or the axis=1 layout
-    "binary": 1 << 15,      # elementwise BCE losses: work is split in chunks of 2**14
-}                           # elements (functional.BINARY_CHUNK), so a team needs two
+    "binary": 1 << 15,      # elementwise BCE losses
+}
 _CROSSOVER_NOTE = "measured on a 2-core AMD EPYC (Zen 5), see tools/crossover.py"
 # The smallest crossover: no family starts a team below it (tests use it as "large enough").
 PARALLEL_MIN_ELEMENTS = min(CROSSOVER.values())
