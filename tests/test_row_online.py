@@ -22,6 +22,8 @@ DTYPES = [np.float32, np.float64]
 BLOCK = 512
 # one vector past a lane multiple, a block and one, several blocks with a short tail
 LENGTHS = [17, BLOCK + 1, 2 * BLOCK + 276, 4 * BLOCK + 3]
+# past the 64 blocks whose exps the fused kernel keeps: the three-pass route
+LONG = 64 * BLOCK + 5
 PATTERNS = ["random", "ascending", "descending", "spike-last", "spike-first"]
 
 
@@ -50,7 +52,7 @@ def _softmax_grad(x, t):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
 @pytest.mark.parametrize("pattern", PATTERNS)
-@pytest.mark.parametrize("C", LENGTHS)
+@pytest.mark.parametrize("C", LENGTHS + [LONG])
 def test_long_rows_match_the_reference(C, pattern, dtype, rng):
     x = _rows(rng, C, pattern).astype(dtype)
     t = rng.integers(0, C, x.shape[0])
@@ -124,10 +126,10 @@ def test_confident_rows_keep_relative_precision(C, dtype, rng):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
-def test_bitwise_with_and_without_grad_and_across_threads(dtype, rng):
+@pytest.mark.parametrize("C,rows", [(2 * BLOCK + 276, 40), (LONG, 2)], ids=["online", "long"])
+def test_bitwise_with_and_without_grad_and_across_threads(dtype, rng, C, rows):
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    C = 2 * BLOCK + 276
-    x = np.concatenate([_rows(rng, C, p, n=40) for p in PATTERNS]).astype(dtype)
+    x = np.concatenate([_rows(rng, C, p, n=rows) for p in PATTERNS]).astype(dtype)
     t = rng.integers(0, C, x.shape[0])
     results = []
     for n in (1, 2, 3):
