@@ -5,6 +5,7 @@ differences of that reference, so the bench never times the wrong computation; t
 and plot carry the shapes that actually ran, the CPU, the thread count and only the columns that
 ran; ratios are computed from the times; a peer whose loss disagrees is flagged."""
 import json
+import re
 import subprocess
 import sys
 from types import SimpleNamespace
@@ -27,7 +28,9 @@ COVERS = {"fastce": set(TINY), "NumPy": set(TINY), "torch eager": set(TINY),
 def test_info_runs():
     out = subprocess.run([sys.executable, "-m", "fastce", "info"], capture_output=True, text=True,
                          timeout=60, check=True).stdout
-    assert "OpenMP" in out and "SIMD path" in out and f"threads: {fastce.get_num_threads()}" in out
+    # (the child's own thread count: this process's may have been changed by earlier tests
+    # that run peers with torch.set_num_threads, which shares the OpenMP runtime)
+    assert "OpenMP" in out and "SIMD path" in out and re.search(r"^threads: [1-9]\d*$", out, re.M)
 
 
 # ---------------------------------------------------------------- the timed code is right

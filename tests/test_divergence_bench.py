@@ -4,18 +4,26 @@ optax) gives the float64 reference loss and gradient written in tests/test_diver
 tiny shapes.  No timing is asserted."""
 import numpy as np
 import pytest
-from test_divergence import ref_entropy, ref_focal, ref_kl_logits
+from test_divergence import ref_entropy, ref_focal, ref_kl_div, ref_kl_logits
 
 from fastce import _bench
 
 FUSED, FWD = _bench.FUSED, _bench.FWD
-TINY = {"kl_logits": (5, 7), "entropy": (4, 9), "focal": (23,)}
+TINY = {"kl_logits": (5, 7), "entropy": (4, 9), "focal": (23,), "kl_div": (5, 7),
+        "accuracy": (40, 9)}
+FWD_ONLY = {"accuracy"}          # a metric: no gradient row
 IMPLS = ["fastce", "NumPy", "torch eager", "torch.compile", "JAX jit"]
 MODULE = {"torch eager": "torch", "torch.compile": "torch", "JAX jit": "jax"}
 
 
 def reference(kind, x, t):
     """(mean loss, gradient of the mean loss) in float64."""
+    if kind == "kl_div":                      # batchmean: the sum over rows / rows
+        per = ref_kl_div(x, t)
+        return per.sum() / x.shape[0], -np.asarray(t, np.float64) / x.shape[0]
+    if kind == "accuracy":                    # rank of the target: how many scores beat it
+        xt = np.take_along_axis(x, t[:, None], axis=-1)
+        return np.mean((x > xt).sum(axis=-1) < _bench.ACC_K), None
     if kind == "kl_logits":
         per, g = ref_kl_logits(x, t, _bench.DIV_TEMPERATURE)
         return per.mean(), g / per.size
@@ -31,7 +39,8 @@ def reference(kind, x, t):
 
 # torch.compile compiles the torch eager function (checked on every kind): one case of it
 CASES = [(impl, kind, mode) for impl in IMPLS for kind in TINY for mode in (FUSED, FWD)
-         if impl != "torch.compile" or (kind, mode) == ("kl_logits", FUSED)]
+         if (impl != "torch.compile" or (kind, mode) in {("kl_logits", FUSED), ("accuracy", FWD)})
+         and (mode == FWD or kind not in FWD_ONLY)]
 
 
 @pytest.mark.parametrize("impl,kind,mode", CASES, ids=[f"{i}-{k}-{m}" for i, k, m in CASES])
@@ -52,14 +61,17 @@ def test_div_implementation_matches_reference(rng, impl, kind, mode):
 def test_div_limit_and_labels(rng, kind):
     x, t = _bench.make_inputs(kind, TINY[kind], np.float32, rng)
     out = np.empty_like(x)
-    _bench.build_impl("limit", kind, FUSED, x, t, out)()
-    np.testing.assert_array_equal(out, x)
     case = next(c for c in _bench.DIV_CASES if c.kind == kind)
+    if case.mode == FUSED:
+        _bench.build_impl("limit", kind, FUSED, x, t, out)()
+        np.testing.assert_array_equal(out, x)
     label = _bench.case_label(kind, case.run_shape(quick=True))
     assert label.startswith({"kl_logits": "kl_div_logits", "entropy": "entropy",
-                             "focal": "sigmoid_focal_loss"}[kind])
+                             "focal": "sigmoid_focal_loss", "kl_div": "kl_div",
+                             "accuracy": "accuracy"}[kind])
     assert _bench.case_label(kind, case.run_shape(quick=False)) != label
-    assert (_bench.limit_op(FUSED, kind) == "np.copyto of both logit arrays") == (kind == "kl_logits")
+    assert ((_bench.limit_op(FUSED, kind) == "np.copyto of both input arrays")
+            == (kind in ("kl_logits", "kl_div")))
 
 
 @pytest.mark.parametrize("peer", ["numba", "sklearn"])

@@ -6,8 +6,8 @@ throughput  Large shapes.  Fused loss + gradient ("fwd+bwd") and forward-only ("
             float32 and float64.  The *limit* of a fwd+bwd row is ``np.copyto`` of the logits
             (a kernel must read the logits once and write a gradient of the same size); the limit
             of a fwd row is one read pass, ``np.max`` of the logits.  The divergence rows
-            (kl_div_logits, entropy, sigmoid_focal_loss, fwd+bwd) follow; the limit of the KL
-            row is copying both logit arrays (student and teacher).
+            (kl_div_logits, entropy, sigmoid_focal_loss, kl_div fwd+bwd; top-k accuracy fwd)
+            follow; the limit of the two KL rows is copying both input arrays.
 per-call    Mini-batch shapes, the cost of one call as a trainer sees it: the median over k
             samples of 1000 back-to-back calls, in microseconds per call, float32, the gradient
             written into a reused ``out=`` buffer.
@@ -167,7 +167,8 @@ def header_line(info: Row, quick: bool) -> str:
 class Case:
     """One benchmark row: what is computed (kind, mode), on which shape (full and --quick)."""
     kind: str              # "ce" (classes last), "ce_axis1" (N, C, H, W), "ce_softcap", "bce",
-                           # or one of DIV_KINDS (kl_logits, entropy, focal)
+                           # or one of DIV_KINDS (kl_logits, entropy, focal, kl_div,
+                           # accuracy)
     mode: str              # FUSED, FWD, or OBJECT (per-call: loss object + backward)
     shape: Shape
     quick_shape: Optional[Shape] = None
@@ -459,8 +460,8 @@ def limit_fn(mode: str, x: Arr, out: Arr) -> Call:
 
 
 def limit_op(mode: str, kind: str = "ce") -> str:
-    if kind == "kl_logits" and mode != FWD:
-        return "np.copyto of both logit arrays"
+    if kind in TWO_INPUT_KINDS and mode != FWD:
+        return "np.copyto of both input arrays"
     return "np.max" if mode == FWD else "np.copyto"
 
 
@@ -600,7 +601,7 @@ def build_impl(name: str, kind: str, mode: str, x: Arr, t: Arr, out: Arr,
     Raises NotApplicable when the peer has no equivalent, ImportError when it is missing."""
     threads = threads or get_num_threads()
     if name == "limit":
-        if kind == "kl_logits" and mode != FWD:
+        if kind in TWO_INPUT_KINDS and mode != FWD:
             return copy_both_fn(x, t, out)
         return limit_fn(mode, x, out)
     if name == "fastce":
@@ -657,12 +658,17 @@ def parse_peers(spec: Optional[str]) -> List[str]:
 
 DIV_TEMPERATURE = 2.0
 FOCAL_ALPHA, FOCAL_GAMMA = 0.25, 2.0
-DIV_KINDS = ("kl_logits", "entropy", "focal")
+ACC_K = 5
+DIV_KINDS = ("kl_logits", "entropy", "focal", "kl_div", "accuracy")
+# kinds whose kernel reads two arrays of the input's shape: their fused limit copies both
+TWO_INPUT_KINDS = ("kl_logits", "kl_div")
 
 DIV_CASES = [
     Case("kl_logits", FUSED, (4096, 32000), (512, 32000)),
     Case("entropy", FUSED, (2048, 32000), (256, 32000)),
     Case("focal", FUSED, (10_000_000,), (1_000_000,)),
+    Case("kl_div", FUSED, (4096, 32000), (512, 32000)),
+    Case("accuracy", FWD, (65536, 1000), (8192, 1000)),
 ]
 CASES += DIV_CASES
 
@@ -673,16 +679,30 @@ def div_label(kind: str, shape: Shape) -> str:
         return f"kl_div_logits {dims} T={DIV_TEMPERATURE:g}"
     if kind == "entropy":
         return f"entropy {dims}"
+    if kind == "kl_div":
+        return f"kl_div {dims}"
+    if kind == "accuracy":
+        return f"accuracy k={ACC_K} {dims}"
     return f"sigmoid_focal_loss {_count(int(np.prod(shape)))}"
 
 
 def div_inputs(kind: str, shape: Shape, dtype: Any,
                rng: np.random.Generator) -> Tuple[Arr, Arr]:
     """(student, teacher) logits for KL (the teacher near the student, as in distillation);
-    (logits, unused) for entropy; (logits, {0, 1} labels with 10% positives) for focal."""
+    (logits, unused) for entropy; (logits, {0, 1} labels with 10% positives) for focal;
+    (log-probabilities, probabilities) for kl_div; (scores, int64 class indices) for
+    accuracy."""
     x = (rng.standard_normal(shape) * 2).astype(dtype)
     if kind == "kl_logits":
         return x, (x + rng.standard_normal(shape)).astype(dtype)
+    if kind == "kl_div":
+        def log_softmax(z: Arr) -> Arr:
+            z = z - z.max(axis=-1, keepdims=True)
+            return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+        t = np.exp(log_softmax(x + rng.standard_normal(shape)))
+        return log_softmax(x).astype(dtype), t.astype(dtype)
+    if kind == "accuracy":
+        return x, rng.integers(0, shape[-1], shape[0])
     if kind == "entropy":
         return x, np.zeros(1, dtype)
     return x, (rng.random(shape) < 0.1).astype(dtype)
@@ -695,6 +715,11 @@ def fastce_div_fn(kind: str, x: Arr, t: Arr, out: Optional[Arr], mode: str) -> C
         return partial(D.kl_div_logits, x, t, temperature=DIV_TEMPERATURE, **grad)
     if kind == "entropy":
         return partial(D.entropy, x, reduction="mean", **grad)
+    if kind == "kl_div":
+        return partial(D.kl_div, x, t, reduction="batchmean", **grad)
+    if kind == "accuracy":
+        from .functional import accuracy
+        return partial(accuracy, x, t, k=ACC_K)
     return partial(D.sigmoid_focal_loss, x, t, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA,
                    reduction="mean", **grad)
 
@@ -751,8 +776,29 @@ def numpy_focal(x: Arr, y: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
     return loss, g
 
 
+def numpy_kl_div(x: Arr, t: Arr, out: Optional[Arr] = None) -> Tuple[Any, Arr]:
+    """torch's kl_div(x, t, reduction="batchmean"): sum t (log t - x) / n (0 log 0 = 0), and
+    its gradient -t / n."""
+    n = x.shape[0]
+    with np.errstate(divide="ignore"):
+        lt = np.where(t > 0, np.log(t), 0)
+    loss = (t * (lt - x)).sum() / n
+    g = np.divide(t, -n, out=out)
+    return loss, g
+
+
+def numpy_accuracy(x: Arr, t: Arr) -> float:
+    """Top-k accuracy: the target among the k largest scores (argpartition: no full sort)."""
+    top = np.argpartition(x, x.shape[-1] - ACC_K, axis=-1)[:, -ACC_K:]
+    return float(np.mean(np.any(top == t[:, None], axis=-1)))
+
+
 def numpy_div_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr) -> Call:
-    if kind == "kl_logits":
+    if kind == "accuracy":
+        return partial(numpy_accuracy, x, t)
+    if kind == "kl_div":
+        f = partial(numpy_kl_div, x, t, out=out)
+    elif kind == "kl_logits":
         f = partial(numpy_kl_logits, x, t, out=out)
     elif kind == "entropy":
         f = partial(numpy_entropy, x, out=out)
@@ -765,6 +811,10 @@ def torch_div_loss(kind: str) -> Any:
     import torch
     import torch.nn.functional as tF
     tau = DIV_TEMPERATURE
+    if kind == "kl_div":
+        return lambda x, t: tF.kl_div(x, t, reduction="batchmean")
+    if kind == "accuracy":
+        return lambda x, t: (x.topk(ACC_K, -1).indices == t[:, None]).any(-1).double().mean()
     if kind == "kl_logits":
         return lambda s, t: tF.kl_div(tF.log_softmax(s / tau, -1), tF.log_softmax(t / tau, -1),
                                       reduction="batchmean", log_target=True) * (tau * tau)
@@ -799,6 +849,14 @@ def jax_div_fn(kind: str, mode: str, x: Arr, t: Arr) -> Call:
         lp = jax.nn.log_softmax(x, -1)
         return -jnp.mean((jnp.exp(lp) * lp).sum(-1))
 
+    def kl_div(x: Any, t: Any) -> Any:          # batchmean of optax's per-sample KL
+        per = (optax.losses.kl_divergence(x, t) if optax is not None
+               else jnp.where(t > 0, t * (jnp.log(jnp.where(t > 0, t, 1)) - x), 0).sum(-1))
+        return jnp.mean(per)
+
+    def accuracy(x: Any, t: Any) -> Any:
+        return jnp.mean(jnp.any(jax.lax.top_k(x, ACC_K)[1] == t[:, None], axis=-1))
+
     def focal(x: Any, y: Any) -> Any:
         if optax is not None:
             per = optax.losses.sigmoid_focal_loss(x, y, alpha=FOCAL_ALPHA, gamma=FOCAL_GAMMA)
@@ -808,7 +866,8 @@ def jax_div_fn(kind: str, mode: str, x: Arr, t: Arr) -> Call:
             p_t = p * y + (1 - p) * (1 - y)
             per = (FOCAL_ALPHA * y + (1 - FOCAL_ALPHA) * (1 - y)) * ce * (1 - p_t) ** FOCAL_GAMMA
         return jnp.mean(per)
-    loss = {"kl_logits": kl, "entropy": entropy, "focal": focal}[kind]
+    loss = {"kl_logits": kl, "entropy": entropy, "focal": focal, "kl_div": kl_div,
+            "accuracy": accuracy}[kind]
     f = jax.jit(loss if mode == FWD else jax.value_and_grad(loss))
     xj, tj = jax.device_put(x), jax.device_put(t)
     return lambda: jax.block_until_ready(f(xj, tj))
