@@ -698,7 +698,8 @@ def div_inputs(kind: str, shape: Shape, dtype: Any,
     if kind == "kl_div":
         def log_softmax(z: Arr) -> Arr:
             z = z - z.max(axis=-1, keepdims=True)
-            return z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            ls: Arr = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+            return ls
         t = np.exp(log_softmax(x + rng.standard_normal(shape)))
         return log_softmax(x).astype(dtype), t.astype(dtype)
     if kind == "accuracy":
