@@ -13,12 +13,14 @@ from fastce import _softmax, _threads
 HAVE_LONGDOUBLE = np.finfo(np.longdouble).nmant >= 63
 
 # name -> (max ulp float32, max ulp float64), as stated in _simd.h
-BOUNDS = {"exp": (1.0, 1.1), "log": (2.0, 2.0), "log1p": (2.5, 2.5), "tanh": (2.0, 4.5)}
+BOUNDS = {"exp": (1.0, 1.1), "log": (2.0, 2.0), "log1p": (2.5, 2.5), "tanh": (2.0, 4.5),
+          "log1p01": (1.7, 1.7)}
 
 
 def _ref(name, x, dtype):
     hi = np.float64 if dtype == np.float32 else np.longdouble
-    f = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh}[name]
+    f = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+         "log1p01": np.log1p}[name]
     with np.errstate(all="ignore"):
         return f(x.astype(hi))
 
@@ -40,6 +42,16 @@ def _ulp_error(got, ref, dtype):
 
 def _inputs(name, dtype, rng):
     fi = np.finfo(dtype)
+    if name == "log1p01":
+        # its domain: e = exp(-|x|) in [0, 1] -- dense, every binade down to the subnormals, and
+        # the values the kernels feed it (exp of a dense grid of -|x| rounded to dtype)
+        lo = np.log(fi.smallest_subnormal)
+        with np.errstate(all="ignore"):
+            x = np.concatenate([np.linspace(0.0, 1.0, 400_001), np.logspace(-45, 0, 100_001),
+                                np.exp(np.linspace(lo, 0.0, 200_001).astype(dtype)),
+                                [0.0, 1.0, np.nan, fi.tiny, fi.smallest_subnormal,
+                                 np.nextafter(dtype(1), dtype(0))]])
+            return x[(x <= 1.0) | np.isnan(x)].astype(dtype)
     edges = [0.0, -0.0, np.inf, -np.inf, np.nan, fi.tiny, -fi.tiny, fi.smallest_subnormal,
              1.0, -1.0, fi.eps, -fi.eps, 0.5, 2.0, fi.max, -fi.max]
     if name == "exp":
@@ -102,6 +114,8 @@ def test_simd_special_values(dtype):
     l1 = ev("log1p", np.array([-1.0, inf, nan, 0.0], dtype))
     np.testing.assert_array_equal(l1[[0, 1, 3]], [-inf, inf, 0.0])
     assert np.isnan(l1[2])
+    l01 = ev("log1p01", np.array([0.0, nan, 1.0], dtype))
+    assert l01[0] == 0.0 and np.isnan(l01[1]) and abs(l01[2] - np.log(2.0)) <= np.spacing(dtype(1))
     th = ev("tanh", np.array([-inf, inf, nan, 0.0, -0.0], dtype))
     np.testing.assert_array_equal(th[[0, 1, 3]], [-1.0, 1.0, 0.0])
     assert np.isnan(th[2])

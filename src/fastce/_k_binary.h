@@ -24,11 +24,10 @@ FCE_INLINE T S(bce_logits_one)(T xv, T yv, T p, T wv, T gs, T *g)
 {
     T av = xv < 0 ? -xv : xv;
     T e = FCE_EXP(-av);
-    /* log1p(e) = log(w) + (e - (w - 1)) / w with w = 1 + e (as fce_log1p), sharing 1/w with the
-     * sigmoid below: divisions are the slowest vector op here, in float64 especially. */
-    T w = 1 + e;
-    T inv = 1 / w;
-    T sp = FCE_LOG(w) + (e - (w - 1)) * inv;
+    /* softplus(-a) = log1p(e) with e in [0, 1]: a polynomial, no division (see _simd.h); the one
+     * division left, 1/(1+e), feeds only the gradient and is dropped from loss-only loops. */
+    T sp = FCE_LOG1P01(e);
+    T inv = 1 / (1 + e);
     T L = 1 + (p - 1) * yv;
     T coef = xv >= 0 ? 1 - yv : p * yv;
     T lin = coef == 0 ? (T)0 : coef * av;

@@ -432,8 +432,8 @@ FCE_INLINE void S(ce_index_c2)(const T *x, fce_idx bw, fce_idx soff, const fce_c
         d = x0 == (T)INFINITY || x1 == (T)INFINITY ? (T)NAN : d;
         T ad = d < 0 ? -d : d;
         T e = FCE_EXP(-ad);
-        T w = 1 + e, inv = 1 / w;
-        T l = (d > 0 ? d : (T)0) + (FCE_LOG(w) + (e - (w - 1)) * inv);
+        T inv = 1 / (1 + e);                     /* used by the gradient only */
+        T l = (d > 0 ? d : (T)0) + FCE_LOG1P01(e);
         loss[b] = bad ? (double)NAN : ign ? 0.0 : (double)l;
         if (G) {
             /* p_other = sigmoid(d); dL/dx_0 = +g p_other when the target is 1, else -g p_other */

@@ -619,9 +619,8 @@ FCE_INLINE T S(focal_one)(T xv, T yv, T at, T gamma, T gsv, T *g, const int GK)
 {
     T av = xv < 0 ? -xv : xv;
     T e = FCE_EXP(-av);
-    T w = 1 + e;
-    T inv = 1 / w;
-    T sp = FCE_LOG(w) + (e - (w - 1)) * inv;          /* log1p(e), as fce_log1p */
+    T inv = 1 / (1 + e);
+    T sp = FCE_LOG1P01(e);                            /* log1p(e), e in [0, 1] */
     T coef = xv >= 0 ? 1 - yv : yv;
     T ce = (coef == 0 ? (T)0 : coef * av) + sp;
     T sig_pos = xv >= 0 ? inv : e * inv;

@@ -16,6 +16,7 @@
 #define FCE_EXP FCE_SIMD_FN(fce_exp_f)
 #define FCE_LOG FCE_SIMD_FN(fce_log_f)
 #define FCE_LOG1P FCE_SIMD_FN(fce_log1p_f)
+#define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_f)
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_f)
 #include "_kern_body.h"
 #undef FCE_T
@@ -23,6 +24,7 @@
 #undef FCE_EXP
 #undef FCE_LOG
 #undef FCE_LOG1P
+#undef FCE_LOG1P01
 #undef FCE_TANH
 
 #define FCE_T double
@@ -30,6 +32,7 @@
 #define FCE_EXP FCE_SIMD_FN(fce_exp_d)
 #define FCE_LOG FCE_SIMD_FN(fce_log_d)
 #define FCE_LOG1P FCE_SIMD_FN(fce_log1p_d)
+#define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_d)
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_d)
 #include "_kern_body.h"
 #undef FCE_T
@@ -37,5 +40,6 @@
 #undef FCE_EXP
 #undef FCE_LOG
 #undef FCE_LOG1P
+#undef FCE_LOG1P01
 #undef FCE_TANH
 #undef FCE_SIMD_FN

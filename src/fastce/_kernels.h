@@ -140,7 +140,8 @@ FCE_TARGET_AVX2_BEGIN
 #undef FCE_ISA_TAG
 #if FCE_WANT(ROWOPS)
 /* Test hook (tests/test_simd_ulp.py): the FMA variants of _simd.h's functions over an array,
- * compiled for the AVX2+FMA target as the kernels use them; fn 0 exp, 1 log, 2 log1p, 3 tanh. */
+ * compiled for the AVX2+FMA target as the kernels use them; fn 0 exp, 1 log, 2 log1p, 3 tanh,
+ * 4 log1p01. */
 static void fce_simd_eval_fma_avx2(int fn, int dt, const void *x, void *o, fce_idx n)
 {
     fce_idx i;
@@ -148,12 +149,14 @@ static void fce_simd_eval_fma_avx2(int fn, int dt, const void *x, void *o, fce_i
         const double *xd = (const double *)x; double *od = (double *)o;
         for (i = 0; i < n; i++)
             od[i] = fn == 0 ? fce_exp_d_fma(xd[i]) : fn == 1 ? fce_log_d_fma(xd[i])
-                  : fn == 2 ? fce_log1p_d_fma(xd[i]) : fce_tanh_d_fma(xd[i]);
+                  : fn == 2 ? fce_log1p_d_fma(xd[i]) : fn == 3 ? fce_tanh_d_fma(xd[i])
+                  : fce_log1p01_d_fma(xd[i]);
     } else {
         const float *xf = (const float *)x; float *of = (float *)o;
         for (i = 0; i < n; i++)
             of[i] = fn == 0 ? fce_exp_f_fma(xf[i]) : fn == 1 ? fce_log_f_fma(xf[i])
-                  : fn == 2 ? fce_log1p_f_fma(xf[i]) : fce_tanh_f_fma(xf[i]);
+                  : fn == 2 ? fce_log1p_f_fma(xf[i]) : fn == 3 ? fce_tanh_f_fma(xf[i])
+                  : fce_log1p01_f_fma(xf[i]);
     }
 }
 #endif
