@@ -135,8 +135,9 @@ def main(argv=None):
     ap.add_argument("--chunk-mib", type=float, default=64.0,
                     help="batch-chunked chunk size (vocab-parallel: --vocab-chunk-mib)")
     ap.add_argument("--vocab-chunk-mib", type=float, default=8.0)
-    ap.add_argument("--copy", action="store_true",
-                    help="from_npy(mmap=False): read chunks into fresh arrays (os.preadv)")
+    ap.add_argument("--mmap", action="store_true",
+                    help="from_npy(mmap=True): map whole-row chunks instead of reading them "
+                         "into pooled buffers (os.preadv, the default)")
     ap.add_argument("--distributed-malloc", action="store_true",
                     help="keep distributed's worker malloc settings (trim threshold 64 KiB)")
     ap.add_argument("--repeat", type=int, default=2)
@@ -167,7 +168,7 @@ def main(argv=None):
         "batch-chunked": (rows, -1),
         "vocab-parallel (C/4 per chunk)": (vrows, C // 4),
     }
-    mmap = not a.copy
+    mmap = a.mmap
     res["mmap"] = mmap
     # distributed starts workers with MALLOC_TRIM_THRESHOLD_=64 KiB, which also switches off
     # glibc's adaptive mmap threshold: every chunk-sized buffer is then a fresh mmap, first-touch

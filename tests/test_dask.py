@@ -816,7 +816,7 @@ def test_from_npy_chunkings_do_not_share_keys(tmp_path, rng):
     np.save(tmp_path / "k.npy", x)
     a = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1))
     b = fcd.from_npy(tmp_path / "k.npy", chunks=(3, -1))
-    c = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1), mmap=False)
+    c = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1), mmap=True)
     assert len({a.name, b.name, c.name}) == 3
     assert fcd.from_npy(tmp_path / "k.npy", chunks=(2, 6)).name == a.name   # same chunks
     for arr in compute(a, b, c):
