@@ -934,6 +934,32 @@ def test_pooled_buffer_is_reused_pickles_and_stays_bounded():
     assert small.base is None
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_pooled_buffers_are_private_to_a_forked_child():
+    """A child forked with free buffers in the pool gets copies: its writes never reach the
+    parent's buffer (an anonymous mmap is MAP_SHARED unless asked otherwise)."""
+    import gc
+    pool = fcd._BufferPool()
+    a = _pooled_array(pool)
+    n, addr = a.size, a.__array_interface__["data"][0]
+    del a
+    gc.collect()
+    pid = os.fork()
+    if pid == 0:                                   # the child: take the buffer, overwrite it
+        code = 1
+        try:
+            b = pool.array((n,), np.dtype(np.float32))
+            b[:] = -1.0
+            code = 0 if b.__array_interface__["data"][0] == addr else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0             # the child reused the inherited buffer
+    c = pool.array((n,), np.dtype(np.float32))
+    assert c.__array_interface__["data"][0] == addr
+    np.testing.assert_array_equal(c, np.arange(1, n + 1, dtype=np.float32))
+
+
 def test_npyfile_truncated_file_raises(tmp_path, rng):
     """A file shorter than its header says: OSError naming it, never a read past the end (a
     mapping would crash the worker with SIGBUS)."""

@@ -228,14 +228,17 @@ class _BufferPool:
 
     def array(self, shape: Sequence[int], dtype: np.dtype[Any]) -> np.ndarray[Any, Any]:
         """An uninitialised C-contiguous writeable array, on a pooled buffer when large."""
-        nbytes = math.prod(shape) * dtype.itemsize
-        if nbytes < self.MIN_BYTES:
-            return np.empty(shape, dtype=dtype)
         import mmap as _mmap
+        nbytes = math.prod(shape) * dtype.itemsize
+        if nbytes < self.MIN_BYTES or not hasattr(_mmap, "MAP_PRIVATE"):    # (Windows)
+            return np.empty(shape, dtype=dtype)
         size = -(-nbytes // _mmap.PAGESIZE) * _mmap.PAGESIZE
         raw = self._take(size)
         if raw is None:
-            raw = _mmap.mmap(-1, size)              # anonymous, private, page aligned
+            # anonymous and page aligned; MAP_PRIVATE, not Python's default MAP_SHARED: a
+            # forked child (multiprocessing, a fork-based worker) must get its own copy of
+            # the pool's buffers, never write into the parent's
+            raw = _mmap.mmap(-1, size, flags=_mmap.MAP_PRIVATE)
             np.frombuffer(raw, np.uint8)[::_mmap.PAGESIZE] = 0      # fault every page in now
         lease = _Lease((size,), np.uint8, buffer=raw)
         import weakref
