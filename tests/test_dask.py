@@ -839,7 +839,7 @@ def test_from_npy_fortran_order_and_blocks_are_copies(tmp_path, rng):
 def test_npyfile_slices_match_numpy(tmp_path, rng, shape, mmap):
     """Mapped views of contiguous runs and os.preadv reads give exactly NumPy's slice, for any
     unit-step slices (the mapping's offset is not page-aligned in general); other indices fall
-    back to a memmap copy.  Mapped views are read-only, reads are fresh writeable arrays."""
+    back to a memmap copy.  Mapped views are read-only, reads writeable (pooled buffers)."""
     x = rng.standard_normal(shape).astype(np.float32)
     np.save(tmp_path / "a.npy", x)
     src = fcd.NpyFile(tmp_path / "a.npy", mmap=mmap)
