@@ -1,5 +1,6 @@
 """Worker CPU of the batch-chunked fastce.dask cross-entropy against one in-memory call, by chunk
-size and read mode (mapped views vs preadv copies), interleaved, on one LocalCluster.
+size and read mode (preadv copies into pooled buffers vs mapped views), interleaved, on one
+LocalCluster.
 
     python bench/dask_chunk_sweep.py [--dir /tmp/fastce-dask-bench] [--repeat 3]
 
@@ -46,7 +47,7 @@ def main(argv=None):
     res = {"cpu": cpu_model(), "in-memory": []}
     cfg = {"distributed.nanny.pre-spawn-environ.MALLOC_TRIM_THRESHOLD_": str(256 << 20),
            "distributed.nanny.pre-spawn-environ.MALLOC_MMAP_THRESHOLD_": str(32 << 20)}
-    configs = [("copy", 16)] + [("mmap", int(m)) for m in a.sizes.split(",")]
+    configs = [(mode, int(m)) for m in a.sizes.split(",") for mode in ("copy", "mmap")]
     with dask.config.set(cfg), \
             LocalCluster(processes=True, n_workers=2, threads_per_worker=1,
                          dashboard_address=None, memory_limit="4GiB") as cluster, \

@@ -816,7 +816,7 @@ def test_from_npy_chunkings_do_not_share_keys(tmp_path, rng):
     np.save(tmp_path / "k.npy", x)
     a = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1))
     b = fcd.from_npy(tmp_path / "k.npy", chunks=(3, -1))
-    c = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1), mmap=False)
+    c = fcd.from_npy(tmp_path / "k.npy", chunks=(2, -1), mmap=True)
     assert len({a.name, b.name, c.name}) == 3
     assert fcd.from_npy(tmp_path / "k.npy", chunks=(2, 6)).name == a.name   # same chunks
     for arr in compute(a, b, c):
@@ -839,7 +839,7 @@ def test_from_npy_fortran_order_and_blocks_are_copies(tmp_path, rng):
 def test_npyfile_slices_match_numpy(tmp_path, rng, shape, mmap):
     """Mapped views of contiguous runs and os.preadv reads give exactly NumPy's slice, for any
     unit-step slices (the mapping's offset is not page-aligned in general); other indices fall
-    back to a memmap copy.  Mapped views are read-only, reads are fresh writeable arrays."""
+    back to a memmap copy.  Mapped views are read-only, reads writeable (pooled buffers)."""
     x = rng.standard_normal(shape).astype(np.float32)
     np.save(tmp_path / "a.npy", x)
     src = fcd.NpyFile(tmp_path / "a.npy", mmap=mmap)
@@ -855,6 +855,109 @@ def test_npyfile_slices_match_numpy(tmp_path, rng, shape, mmap):
     assert rows.flags.writeable != mmap or rows.size == 0
     np.testing.assert_array_equal(src[..., ::2], x[..., ::2])
     np.testing.assert_array_equal(src[2:1], x[2:1])
+
+
+def _pooled_array(pool, n=(1 << 18) + 5):
+    """A pooled float32 array of n elements (over the pool's 1 MiB floor) filled with 1..n."""
+    a = pool.array((n,), np.dtype(np.float32))
+    assert a.nbytes >= pool.MIN_BYTES
+    a[:] = np.arange(1, n + 1, dtype=np.float32)
+    return a
+
+
+def _lease_alive(pool):
+    """Whether the pool's only buffer is on loan (not back in the free list)."""
+    return sum(len(v) for v in pool._free.values()) == 0
+
+
+def test_pooled_buffer_stays_leased_while_any_derived_view_lives():
+    """A pooled read buffer goes back to the pool only when no array derived from it is left:
+    handing it out again under a live view would overwrite that view's data (a silent wrong
+    answer).  Each kind of derived array is the only survivor once; the buffer must stay on
+    loan until it goes, and a second request must then get a different buffer."""
+    import gc
+    pool = fcd._BufferPool(per_size=4)
+    derive = {
+        "slice": lambda a: a[3:-7],
+        "strided": lambda a: a[::3],
+        "reshape": lambda a: a[:1 << 18].reshape(512, 512),
+        "asarray": lambda a: np.asarray(a),
+        "astype-nocopy": lambda a: a.astype(np.float32, copy=False),
+        "view-dtype": lambda a: a.view(np.int32),
+        "transpose-of-2d": lambda a: a[:1 << 18].reshape(512, 512).T[5:],
+        "memoryview": lambda a: memoryview(a),
+        "frombuffer": lambda a: np.frombuffer(a, np.float32),
+        "dask-block": lambda a: da.from_array(a[:1000], chunks=100).blocks[3].compute(
+            scheduler="sync"),
+    }
+    for name, fn in derive.items():
+        pool.clear()
+        a = _pooled_array(pool)
+        expect = np.array(fn(a), copy=True)
+        keep = fn(a)
+        shares = np.shares_memory(np.asarray(keep), a)
+        assert shares or name == "dask-block", name      # (dask may hand back a copy)
+        del a
+        gc.collect()
+        assert _lease_alive(pool) == shares, name
+        b = _pooled_array(pool)            # must not be the buffer `keep` still uses
+        b[:] = -1.0
+        np.testing.assert_array_equal(np.asarray(keep), expect, err_msg=name)
+        del keep, b
+        gc.collect()
+        assert not _lease_alive(pool), name       # both returned once nothing uses them
+
+
+def test_pooled_buffer_is_reused_pickles_and_stays_bounded():
+    import gc
+    pool = fcd._BufferPool(per_size=2, max_free=16 << 20)
+    a = _pooled_array(pool)
+    addr = a.__array_interface__["data"][0]
+    ref = np.arange(1, a.size + 1, dtype=np.float32)
+    back = pickle.loads(pickle.dumps(a[10:]))      # pickling copies the data out
+    del a
+    gc.collect()
+    np.testing.assert_array_equal(back, ref[10:])
+    b = pool.array((a_size := (1 << 18) + 5,), np.dtype(np.float32))
+    assert b.__array_interface__["data"][0] == addr          # the same (pre-faulted) buffer
+    assert b.flags.writeable and b.flags.c_contiguous and type(b) is np.ndarray
+    del b
+    many = [_pooled_array(pool, a_size) for _ in range(5)]
+    del many
+    gc.collect()
+    assert sum(len(v) for v in pool._free.values()) == 2      # per_size cap
+    big = [pool.array((3 << 20,), np.dtype(np.float32)) for _ in range(2)]   # 12 MiB each
+    del big
+    gc.collect()
+    assert pool._free_bytes <= 16 << 20                       # max_free cap
+    small = pool.array((10,), np.dtype(np.float64))           # under the floor: plain np.empty
+    assert small.base is None
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_pooled_buffers_are_private_to_a_forked_child():
+    """A child forked with free buffers in the pool gets copies: its writes never reach the
+    parent's buffer (an anonymous mmap is MAP_SHARED unless asked otherwise)."""
+    import gc
+    pool = fcd._BufferPool()
+    a = _pooled_array(pool)
+    n, addr = a.size, a.__array_interface__["data"][0]
+    del a
+    gc.collect()
+    pid = os.fork()
+    if pid == 0:                                   # the child: take the buffer, overwrite it
+        code = 1
+        try:
+            b = pool.array((n,), np.dtype(np.float32))
+            b[:] = -1.0
+            code = 0 if b.__array_interface__["data"][0] == addr else 2
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WEXITSTATUS(status) == 0             # the child reused the inherited buffer
+    c = pool.array((n,), np.dtype(np.float32))
+    assert c.__array_interface__["data"][0] == addr
+    np.testing.assert_array_equal(c, np.arange(1, n + 1, dtype=np.float32))
 
 
 def test_npyfile_truncated_file_raises(tmp_path, rng):

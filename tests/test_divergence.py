@@ -2,13 +2,10 @@
 references written here (NumPy, the formulas as published), torch autograd in float64, finite
 differences and high-precision (mpmath) values; layouts, dtypes, reductions, special values,
 thread-count determinism and input errors."""
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
+from _stack import run_with_small_stack, skip_under_asan
 from conftest import assert_close, fd_grad
 
 import fastce
@@ -591,40 +588,21 @@ def test_thread_count_does_not_change_results(rng, which):
         np.testing.assert_array_equal(grad, results[0][1])
 
 
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's redzones inflate every stack frame")
+@skip_under_asan
 def test_kernels_run_in_a_thread_with_a_small_stack():
     """The engine's promise (FCE_TILE sized stack buffers): every divergence kernel, every item
     kind and both dtypes run in a thread started with threading.stack_size(64 KiB)."""
-    code = textwrap.dedent("""
-        import threading, numpy as np, fastce
-        threading.stack_size(64 * 1024)
-        errors = []
-        def work():
-            try:
-                rng = np.random.default_rng(0)
-                for shape, axis in %r:
-                    for dt in (np.float64, np.float32):
-                        x = rng.standard_normal(shape).astype(dt)
-                        y = rng.standard_normal(shape).astype(dt)
-                        fastce.kl_div_logits(x, y, axis=axis, return_grad=True)
-                        fastce.entropy(x, axis=axis, return_grad=True)
-                        fastce.sigmoid_focal_loss(x, (y > 0).astype(dt), gamma=1.5,
-                                                  return_grad=True)
-                        fastce.kl_div(x, np.abs(y), return_grad=True)
-                        t = np.zeros(np.delete(np.array(shape), axis).tolist(), np.int64)
-                        fastce.accuracy(x, t, axis=axis, k=2)
-            except BaseException as e:
-                errors.append(repr(e))
-        th = threading.Thread(target=work)
-        th.start(); th.join()
-        assert not errors, errors
-        print("ok")
-    """ % ([v for v in KL_LAYOUTS.values()] + [((3, 40000), -1), ((70, 16), -1)],))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
+    body = """
+        x = rng.standard_normal(shape).astype(dt)
+        y = rng.standard_normal(shape).astype(dt)
+        fastce.kl_div_logits(x, y, axis=axis, return_grad=True)
+        fastce.entropy(x, axis=axis, return_grad=True)
+        fastce.sigmoid_focal_loss(x, (y > 0).astype(dt), gamma=1.5, return_grad=True)
+        fastce.kl_div(x, np.abs(y), return_grad=True)
+        t = np.zeros(np.delete(np.array(shape), axis).tolist(), np.int64)
+        fastce.accuracy(x, t, axis=axis, k=2)
+    """
+    run_with_small_stack(body, list(KL_LAYOUTS.values()) + [((3, 40000), -1), ((70, 16), -1)])
 
 
 # ============================================================================ input errors

@@ -7,15 +7,12 @@ the kernel-side reliability rules of issue 8:
   (8) the loss is bitwise the same with and without return_grad;
   (11) kernels run in a thread started with threading.stack_size(64 KiB).
 """
-import os
-import subprocess
-import sys
-import textwrap
 
 import numpy as np
 import pytest
 
 import fastce
+from _stack import run_with_small_stack, skip_under_asan
 from conftest import assert_close, fd_grad
 from kernel_paths import KERNEL_PATHS, PATH_IDS, path_case, samples_shape
 from reference import ref_cross_entropy
@@ -306,43 +303,26 @@ def test_in_place_gradient_equals_out_of_place(path, opt, rng):
 
 # ------------------------------------------------------------------ issue 8 (11): small stacks
 
-@pytest.mark.skipif("libasan" in os.environ.get("LD_PRELOAD", ""),
-                    reason="AddressSanitizer's redzones inflate every stack frame")
+@skip_under_asan
 @pytest.mark.parametrize("kib", [64])
 def test_kernels_run_in_a_thread_with_a_small_stack(kib):
     # 64 KiB is the promise (the largest kernel frame chain is ~25 KiB with GCC: a float64
     # short-row block of probability targets, two 8 KiB transposed tiles + columns; clang's
     # frames are larger, which is why a tighter 40 KiB check is not made)
-    code = textwrap.dedent("""
-        import threading, numpy as np, fastce
-        threading.stack_size(%d * 1024)
-        errors = []
-        def work():
-            try:
-                rng = np.random.default_rng(0)
-                for shape, axis in %r:
-                    C = shape[axis]
-                    for dt in (np.float64, np.float32):
-                        x = rng.standard_normal(shape).astype(dt)
-                        ss = list(shape); del ss[axis]
-                        t = rng.integers(0, C, ss)
-                        q = np.abs(x) / np.abs(x).sum(axis, keepdims=True)
-                        for kw in (dict(), dict(softcap=3.0), dict(softcap=3.0, z_loss=0.1,
-                                   label_smoothing=0.1, weight=np.ones(C))):
-                            fastce.cross_entropy(x, t, axis=axis, return_grad=True, **kw)
-                            fastce.cross_entropy(x, q, axis=axis, return_grad=True, **kw)
-                        fastce.log_softmax(x, axis=axis)
-                        fastce.softmax(x, axis=axis)
-                        fastce.logsumexp(x, axis=axis)
-                        fastce.nll_loss(x, t, axis=axis, return_grad=True)
-            except BaseException as e:
-                errors.append(repr(e))
-        th = threading.Thread(target=work)
-        th.start(); th.join()
-        assert not errors, errors
-        print("ok")
-    """ % (kib, [(v[0], v[1]) for v in KERNEL_PATHS.values()] + [((2, 300), -1), ((2, 16, 64), 1)]))
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
-                       timeout=300)
-    assert r.returncode == 0 and "ok" in r.stdout, (r.returncode, r.stdout, r.stderr[-2000:])
+    body = """
+        C = shape[axis]
+        x = rng.standard_normal(shape).astype(dt)
+        ss = list(shape); del ss[axis]
+        t = rng.integers(0, C, ss)
+        q = np.abs(x) / np.abs(x).sum(axis, keepdims=True)
+        for kw in (dict(), dict(softcap=3.0), dict(softcap=3.0, z_loss=0.1,
+                   label_smoothing=0.1, weight=np.ones(C))):
+            fastce.cross_entropy(x, t, axis=axis, return_grad=True, **kw)
+            fastce.cross_entropy(x, q, axis=axis, return_grad=True, **kw)
+        fastce.log_softmax(x, axis=axis)
+        fastce.softmax(x, axis=axis)
+        fastce.logsumexp(x, axis=axis)
+        fastce.nll_loss(x, t, axis=axis, return_grad=True)
+    """
+    cases = [(v[0], v[1]) for v in KERNEL_PATHS.values()] + [((2, 300), -1), ((2, 16, 64), 1)]
+    run_with_small_stack(body, cases, kib)

@@ -465,10 +465,24 @@ def limit_op(mode: str, kind: str = "ce") -> str:
     return "np.max" if mode == FWD else "np.copyto"
 
 
-def _torch_module(threads: int) -> Any:
-    import torch
-    torch.set_num_threads(threads)
-    return torch
+def _torch_threads(torch: Any, threads: int, fn: Call) -> Call:
+    """`fn` run on `threads` torch threads, the process's thread count put back after each call.
+
+    torch and fastce share one OpenMP runtime (libgomp): torch.set_num_threads sets
+    omp_set_num_threads, i.e. fastce.get_num_threads(), so a torch row built with another
+    count would change the thread count of fastce (timed in the same row) and of every later
+    row.  When the counts already agree, `fn` is returned as it is (no per-call cost)."""
+    if threads == get_num_threads():
+        return fn
+
+    def call() -> Any:
+        before = get_num_threads()
+        torch.set_num_threads(threads)
+        try:
+            return fn()
+        finally:
+            torch.set_num_threads(before)
+    return call
 
 
 def _torch_loss(kind: str, mode: str) -> Any:
@@ -502,17 +516,17 @@ def _torch_call(torch: Any, loss: Any, mode: str, x: Arr, t: Arr) -> Call:
 
 def torch_eager_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
                    percall: bool) -> Call:
-    torch = _torch_module(threads)
-    return _torch_call(torch, _torch_loss(kind, mode), mode, x, t)
+    import torch
+    return _torch_threads(torch, threads, _torch_call(torch, _torch_loss(kind, mode), mode, x, t))
 
 
 def torch_compile_fn(kind: str, mode: str, x: Arr, t: Arr, out: Arr, threads: int,
                      percall: bool) -> Call:
-    torch = _torch_module(threads)
+    import torch
     import torch._dynamo
     torch._dynamo.reset()          # a fresh cache per case: no recompile limit, no dynamic shapes
     compiled = torch.compile(_torch_loss(kind, mode), dynamic=False)
-    return _torch_call(torch, compiled, mode, x, t)
+    return _torch_threads(torch, threads, _torch_call(torch, compiled, mode, x, t))
 
 
 def _optional(module: str) -> Any:
@@ -1143,7 +1157,7 @@ def run_linear_case(quick: bool = False, peers: bool = True, progress: Progress 
            "numpy_unfused": _median_ms(unfused, repeats), "numpy_peak_mib": _peak_mib(unfused)}
     if peers:
         try:
-            torch = _torch_module(get_num_threads())
+            import torch           # (on the process's thread count, as fastce's row)
             import torch.nn.functional as tF
             Xt, Wt, tt = torch.from_numpy(X), torch.from_numpy(W), torch.from_numpy(t)
 

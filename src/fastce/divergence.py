@@ -232,12 +232,7 @@ def _elementwise(kind: str, xc: FloatArray, rdt: np.dtype[Any], y: FloatArray, r
     grad: Optional[FloatArray] = None
     pending: Any = None
     if want_grad:
-        if reduction == "none":
-            gcoef, gscale = 1.0, V.grad_output_array(grad_output, xc.shape, xc.dtype)
-        else:
-            gcoef = V.grad_output_scalar(grad_output)
-            if reduction == "mean":
-                gcoef = gcoef / denominator if denominator else 0.0
+        gcoef, gscale = _grad_scaling(reduction, grad_output, denominator, xc.shape, xc.dtype)
         grad, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc, y, gscale))
     _div.elementwise(kind, xc.reshape(-1), y.reshape(-1), ELEMENTWISE_CHUNK,
                      loss.reshape(-1) if loss is not None else None, chunk_sum,

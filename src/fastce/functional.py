@@ -13,7 +13,7 @@ import math
 from typing import Any, Literal, Optional, Tuple, TypeVar, Union, overload
 
 import numpy as np
-from numpy.typing import ArrayLike, NDArray
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _validate as V
 from . import _binary, _ce, _div, _fastpath, _softmax
@@ -221,10 +221,13 @@ def _vjp(kind: Literal["log_softmax", "softmax"], output: ArrayLike, grad_output
 # ================================================================== cross-entropy family
 
 def _grad_scaling(reduction: str, grad_output: ArrayLike, denominator: float,
-                  samples: Tuple[int, ...]) -> Tuple[float, Optional[NDArray[np.float64]]]:
-    """(gcoef, gscale) for the kernels: grad = gcoef * gscale_n * d(loss_n)/dx."""
+                  samples: Tuple[int, ...], dtype: DTypeLike = np.float64
+                  ) -> Tuple[float, Optional[NDArray[Any]]]:
+    """(gcoef, gscale) for the kernels: grad = gcoef * gscale_n * d(loss_n)/dx.  gscale (the
+    "none" grad_output, one per sample) is in `dtype`: float64 for the class kernels, the
+    input's dtype for the elementwise ones (binary, focal, kl_div), whose kernels read it so."""
     if reduction == "none":
-        return 1.0, V.grad_output_array(grad_output, samples, np.float64)
+        return 1.0, V.grad_output_array(grad_output, samples, dtype)
     g = V.grad_output_scalar(grad_output)
     if reduction == "sum":
         return g, None
@@ -596,12 +599,7 @@ def _binary_loss(kind: Literal["logits", "probs"], inp: ArrayLike, target: Array
     gcoef, gscale = 0.0, None
     grad = pending = None
     if want_grad:
-        if reduction == "none":
-            gcoef, gscale = 1.0, V.grad_output_array(grad_output, xc.shape, xc.dtype)
-        else:
-            gcoef = V.grad_output_scalar(grad_output)
-            if reduction == "mean":
-                gcoef = gcoef / n if n else 0.0
+        gcoef, gscale = _grad_scaling(reduction, grad_output, n, xc.shape, xc.dtype)
         grad, pending = V.output_buffer(out, xc.shape, rdt, xc.dtype, (xc, y, w, pw, gscale))
 
     _binary.binary(kind, xc.reshape(-1), y.reshape(-1),
