@@ -10,9 +10,12 @@ _Floats = NDArray[np.floating[Any]]   # C-contiguous, flat, validated by fastce.
 
 def cross_entropy_index(x: _Floats, target: NDArray[np.int64], weight: Optional[NDArray[np.float64]],
                         weight_sum: float, ignore_index: int, label_smoothing: float, A: int,
-                        C: int, B: int, loss: NDArray[np.float64], grad: Optional[_Floats],
-                        gcoef: float, gscale: Optional[NDArray[np.float64]], nthreads: int,
-                        nll: bool = False, z_loss: float = 0.0, softcap: float = 0.0) -> None: ...
+                        C: int, B: int, loss: Optional[NDArray[np.float64]],
+                        grad: Optional[_Floats], gcoef: float,
+                        gscale: Optional[NDArray[np.float64]], nthreads: int, nll: bool = False,
+                        z_loss: float = 0.0, softcap: float = 0.0,
+                        item_sum: Optional[NDArray[np.float64]] = None) -> None: ...
+def n_items(A: int, C: int, B: int) -> int: ...
 def cross_entropy_prob(x: _Floats, q: _Floats, weight: Optional[NDArray[np.float64]],
                        label_smoothing: float, A: int, C: int, B: int, loss: NDArray[np.float64],
                        grad: Optional[_Floats], gcoef: float, gscale: Optional[NDArray[np.float64]],

@@ -19,9 +19,10 @@ include "_dispatch.pxi"
 def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_index,
                         double label_smoothing, Py_ssize_t A, Py_ssize_t C, Py_ssize_t B,
                         loss, grad, double gcoef, gscale, int nthreads, bint nll=False,
-                        double z_loss=0.0, double softcap=0.0):
+                        double z_loss=0.0, double softcap=0.0, item_sum=None):
     """Class-index targets.  nll=True: `x` holds log-probabilities and no smoothing applies.
-    softcap=0 means no softcap."""
+    softcap=0 means no softcap.  item_sum (float64, n_items(A, C, B)): instead of the
+    per-sample losses (loss may then be None), one fixed-order sum per item, for mean/sum."""
     cdef Py_ssize_t size = A * C * B, ns = A * B
     cdef int tn
     cdef int dt = _dtype_code(x, &tn)
@@ -31,7 +32,9 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
     a.tgt = <const int64_t *>_ptr(target, cnp.NPY_INT64, ns, False)
     a.w = <const double *>_optr(weight, cnp.NPY_FLOAT64, C, False)
     a.W = weight_sum; a.ignore = ignore_index; a.eps = label_smoothing
-    a.loss = <double *>_ptr(loss, cnp.NPY_FLOAT64, ns, True)
+    a.item_sum = <double *>_optr(item_sum, cnp.NPY_FLOAT64, fce_n_items(A, C, B), True)
+    a.loss = (<double *>_ptr(loss, cnp.NPY_FLOAT64, ns, True) if a.item_sum == NULL
+              else <double *>_optr(loss, cnp.NPY_FLOAT64, ns, True))
     a.gscale = <const double *>_optr(gscale, cnp.NPY_FLOAT64, ns, False)
     a.gcoef = gcoef; a.zl = z_loss; a.cap = softcap
     with nogil:
@@ -56,6 +59,11 @@ cdef void run_ce_index(int dt, const void *xp, fce_idx A, fce_idx C, fce_idx B,
             fce_nll_item(dt, xp, A, C, B, i, a, gp)
         else:
             fce_ce_index_item(dt, xp, A, C, B, i, a, gp)
+
+
+def n_items(Py_ssize_t A, Py_ssize_t C, Py_ssize_t B):
+    """How many work items an (A, C, B) call has: the length of cross_entropy_index's item_sum."""
+    return fce_n_items(A, C, B)
 
 
 def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ssize_t C,

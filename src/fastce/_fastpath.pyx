@@ -22,7 +22,7 @@ messages, every unusual or bad input.  Canonical means:
   that is the input itself or shares no memory with anything the kernel reads.
 
 Results are bitwise those of the general path: the same kernel driver, the same per-sample
-buffers, and the same fixed-order sum (pairwise_sum, used by both paths).
+or per-item buffers, and the same fixed-order sum (pairwise_sum, used by both paths).
 """
 import numpy as np
 cimport numpy as cnp
@@ -30,7 +30,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport isfinite, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, int32_t
 
-from ._kernels cimport fce_ce_args, fce_bin_args, FCE_F32, FCE_F64
+from ._kernels cimport fce_ce_args, fce_bin_args, fce_n_items, FCE_F32, FCE_F64
 from ._ce cimport run_ce_index, count_ignored, widen_targets
 from ._binary cimport run_binary
 from . import _parallel
@@ -208,7 +208,7 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
                z_loss, softcap, return_grad, grad_output, out):
     """cross_entropy (nll=False) / nll_loss (nll=True) for canonical inputs; SLOW otherwise."""
     cdef cnp.ndarray xa, ta, loss_arr = None
-    cdef Py_ssize_t N, C, i, ignored = 0
+    cdef Py_ssize_t N, C, i, ignored = 0, nitems = 0
     cdef long long ign
     cdef const int64_t *t64
     cdef int64_t *tcopy = NULL
@@ -277,7 +277,9 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
         if ignored < 0:
             return SLOW                  # the general path names the offending value
         if lossp == NULL:
-            lossp = <double *>PyMem_Malloc(N * sizeof(double))
+            # mean/sum: one sum per work item (see fce_ce_args.item_sum), as the general path
+            nitems = fce_n_items(N, C, 1)
+            lossp = <double *>PyMem_Malloc(nitems * sizeof(double))
             if lossp == NULL:
                 raise MemoryError()
         typenum = cnp.PyArray_TYPE(xa)
@@ -289,7 +291,9 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
         else:
             gcoef = 1.0
         a.tgt = t64; a.w = NULL; a.W = <double>C; a.ignore = ign; a.eps = eps
-        a.loss = lossp; a.gscale = NULL; a.gcoef = gcoef if want_grad else 0.0
+        a.loss = lossp if red == 2 else NULL
+        a.item_sum = NULL if red == 2 else lossp
+        a.gscale = NULL; a.gcoef = gcoef if want_grad else 0.0
         a.zl = zl; a.cap = 0.0
         xp = cnp.PyArray_DATA(xa)
         nth = _nthreads(N * C, "ce_rows" if C > 16 else "ce_small")
@@ -301,7 +305,7 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
         if red == 2:
             value = _per_sample(loss_arr, typenum)
         else:
-            total = _pairwise(lossp, N)
+            total = _pairwise(lossp, nitems)
             value = _scalar(_ieee_div(total, denom) if red == 0 else total, typenum)
     finally:
         PyMem_Free(tcopy)

@@ -254,8 +254,8 @@ FCE_INLINE void S(col_ce_grad)(T *gc, fce_idx bw, const T *m, const T *kp, const
  * Per-column scalars live in arrays of one width per loop (double for the loss math, T for the
  * gradient pass, mask included) so that every loop over b vectorises. */
 FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
-                                 const fce_ce_args *a, T *gt, const int G, const int K,
-                                 const int O)
+                                 const fce_ce_args *a, T *gt, double *loss, const int G,
+                                 const int K, const int O)
 {
     double keep = O ? 1.0 - a->eps : 1.0, spread = O ? a->eps / (double)C : 0.0;
     double W = O ? a->W : 0.0, zl = O ? a->zl : 0.0, gcoef = a->gcoef;
@@ -267,7 +267,6 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     T m[FCE_TILE], xy[FCE_TILE], live[FCE_TILE], kpt[FCE_TILE], kst[FCE_TILE];
     double r[FCE_TILE], wd[FCE_TILE], gy[FCE_TILE], liv[FCE_TILE], bad[FCE_TILE], wyv[FCE_TILE];
     int64_t yy[FCE_TILE];
-    double *loss = a->loss + soff;
     fce_idx c, b;
     S(col_max)(xt, C, st, bw, m);
     _Pragma("omp simd")
@@ -332,11 +331,11 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
  * is held as int64 or double except the sums.  Dead columns (ignored or out of range) carry -1.
  */
 FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
-                                 const fce_ce_args *a, T *gt, const int G, const int GS)
+                                 const fce_ce_args *a, T *gt, double *loss, const int G,
+                                 const int GS)
 {
     const int64_t *tg = a->tgt + soff;
     const double *gsc = GS ? a->gscale + soff : NULL;
-    double *loss = a->loss + soff;
     const double gcoef = a->gcoef;
     const int64_t ignore = a->ignore;
     T m[FCE_TILE], yc[FCE_TILE], ey[FCE_TILE], xy[FCE_TILE], kp[FCE_TILE], gy[FCE_TILE];
@@ -391,14 +390,14 @@ FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
 }
 
 static void S(ce_plain_cols_0)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
-                               const fce_ce_args *a, T *gt)
-{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, 0, 0); }
+                               const fce_ce_args *a, T *gt, double *loss)
+{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, loss, 0, 0); }
 static void S(ce_plain_cols_1)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
-                               const fce_ce_args *a, T *gt)
-{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, 1, 0); }
+                               const fce_ce_args *a, T *gt, double *loss)
+{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, loss, 1, 0); }
 static void S(ce_plain_cols_2)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
-                               const fce_ce_args *a, T *gt)
-{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, 1, 1); }
+                               const fce_ce_args *a, T *gt, double *loss)
+{ S(ce_plain_cols)(xt, C, st, bw, soff, a, gt, loss, 1, 1); }
 
 /* ------------------------------------------------------------------ class indices, C = 2 */
 
@@ -413,11 +412,10 @@ static void S(ce_plain_cols_2)(const T *xt, fce_idx C, fce_idx st, fce_idx bw, f
  * 1/(1+e) with the sigmoid, as bce_logits_one does.
  */
 FCE_INLINE void S(ce_index_c2)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g,
-                               const int G, const int GS)
+                               double *loss, const int G, const int GS)
 {
     const int64_t *tg = a->tgt + soff;
     const double *gsc = a->gscale ? a->gscale + soff : NULL;
-    double *loss = a->loss + soff;
     double gcoef = a->gcoef;
     int64_t ignore = a->ignore;
     T gp[FCE_TILE];              /* dL/dx_0 per row; dL/dx_1 = -dL/dx_0 */
@@ -453,12 +451,15 @@ FCE_INLINE void S(ce_index_c2)(const T *x, fce_idx bw, fce_idx soff, const fce_c
     }
 }
 
-static void S(ce_index_c2_00)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g)
-{ S(ce_index_c2)(x, bw, soff, a, g, 0, 0); }
-static void S(ce_index_c2_10)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g)
-{ S(ce_index_c2)(x, bw, soff, a, g, 1, 0); }
-static void S(ce_index_c2_11)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g)
-{ S(ce_index_c2)(x, bw, soff, a, g, 1, 1); }
+static void S(ce_index_c2_00)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g,
+                               double *loss)
+{ S(ce_index_c2)(x, bw, soff, a, g, loss, 0, 0); }
+static void S(ce_index_c2_10)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g,
+                               double *loss)
+{ S(ce_index_c2)(x, bw, soff, a, g, loss, 1, 0); }
+static void S(ce_index_c2_11)(const T *x, fce_idx bw, fce_idx soff, const fce_ce_args *a, T *g,
+                               double *loss)
+{ S(ce_index_c2)(x, bw, soff, a, g, loss, 1, 1); }
 
 /* ------------------------------------------------------------------ probability targets */
 
@@ -610,8 +611,8 @@ FCE_CE_SPECIALISE(ce_index_row,
                   (xr, C, sidx, a, gr))
 FCE_CE_SPECIALISE(ce_index_cols,
                   (const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
-                   const fce_ce_args *a, T *gt),
-                  (xt, C, st, bw, soff, a, gt))
+                   const fce_ce_args *a, T *gt, double *loss),
+                  (xt, C, st, bw, soff, a, gt, loss))
 FCE_CE_SPECIALISE(ce_prob_row,
                   (const T *xr, const T *qr, fce_idx C, fce_idx sidx, const fce_ce_prob_args *a,
                    T *gr),
@@ -631,18 +632,40 @@ FCE_CE_SPECIALISE(ce_prob_cols,
     { S(NAME##_000), S(NAME##_001), S(NAME##_010), S(NAME##_011),                              \
       S(NAME##_100), S(NAME##_101), S(NAME##_110), S(NAME##_111) }
 
+/*
+ * The sum of an item's per-sample losses (reduction mean/sum with fce_ce_args.item_sum set):
+ * eight lanes, then a fixed tree, then the tail, so the sum depends only on the item's losses.
+ * Items are fixed by (A, C, B) alone, so the caller's pairwise sum over items gives the same bits
+ * for any thread count, and with or without a gradient (the per-sample losses are).
+ */
+FCE_INLINE double S(tile_sum)(const double *l, fce_idx n)
+{
+    double acc[8] = {0}, s;
+    fce_idx i = 0;
+    int k;
+    for (; i + 8 <= n; i += 8)
+        for (k = 0; k < 8; k++) acc[k] += l[i + k];
+    s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+    for (; i < n; i++) s += l[i];
+    return s;
+}
+
 static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
                              const fce_ce_args *a, void *gv)
 {
     typedef void (*row_fn)(const T *, fce_idx, fce_idx, const fce_ce_args *, T *);
     typedef void (*cols_fn)(const T *, fce_idx, fce_idx, fce_idx, fce_idx, const fce_ce_args *,
-                            T *);
+                            T *, double *);
     static const row_fn rows[8] = FCE_CE_TABLE(ce_index_row);
     static const cols_fn cols[8] = FCE_CE_TABLE(ce_index_cols);
     static const cols_fn plain[3] = { S(ce_plain_cols_0), S(ce_plain_cols_1), S(ce_plain_cols_2) };
     const T *x = (const T *)xv; T *grad = (T *)gv;
     int f = FCE_CE_FLAGS(a, grad, a->w != NULL || a->eps != 0.0 || a->zl != 0.0);
     S(fce_item) it = S(decode)(A, C, B, item);
+    /* Per-sample losses of a tile/block go to the caller's buffer, or (item_sum) to a stack
+     * buffer summed below: a reduced call then neither writes nor re-reads 8 bytes per sample. */
+    double lbuf[FCE_TILE];
+    double *lp = a->item_sum ? lbuf : a->loss + it.soff;
     /* the option-free column kernel (its class test is exact for C <= 2^24) */
     cols_fn colf = (f & 3) == 0 && C <= ((fce_idx)1 << 24)
                    ? plain[grad ? (a->gscale ? 2 : 1) : 0] : cols[f];
@@ -650,19 +673,24 @@ static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fc
      * row pairs in place (the loss is the same code with and without a gradient). */
     if (it.kind == FCE_BLOCK && C == 2 && (f & 3) == 0) {
         T *g = grad ? grad + it.off : NULL;
-        if (!grad) S(ce_index_c2_00)(x + it.off, it.bw, it.soff, a, NULL);
-        else if (a->gscale) S(ce_index_c2_11)(x + it.off, it.bw, it.soff, a, g);
-        else S(ce_index_c2_10)(x + it.off, it.bw, it.soff, a, g);
+        if (!grad) S(ce_index_c2_00)(x + it.off, it.bw, it.soff, a, NULL, lp);
+        else if (a->gscale) S(ce_index_c2_11)(x + it.off, it.bw, it.soff, a, g, lp);
+        else S(ce_index_c2_10)(x + it.off, it.bw, it.soff, a, g, lp);
     } else if (it.kind == FCE_ROW) {
-        rows[f](x + it.off, C, it.soff, a, grad ? grad + it.off : NULL);
+        /* one sample per item, item == sample index: its loss is the item's sum */
+        fce_ce_args la = *a;
+        if (a->item_sum) la.loss = a->item_sum;
+        rows[f](x + it.off, C, it.soff, &la, grad ? grad + it.off : NULL);
+        return;
     } else if (it.kind == FCE_COLS) {
-        colf(x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL);
+        colf(x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL, lp);
     } else {
         T buf[FCE_SMALL_C * FCE_TILE];
         S(rows_to_cols)(x + it.off, C, it.bw, buf);
-        colf(buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL);
+        colf(buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL, lp);
         if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
     }
+    if (a->item_sum) a->item_sum[item] = S(tile_sum)(lbuf, it.bw);
 }
 
 static void S(ce_prob_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item,
@@ -702,6 +730,8 @@ static void S(nll_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx
     /* element (c, b) of the item sits at off + c*cs + b*bs */
     fce_idx cs = it.kind == FCE_COLS ? B : 1, bs = it.kind == FCE_COLS ? 1 : C;
     fce_idx b, c;
+    double lbuf[FCE_TILE];                      /* per-item sums: see ce_index_item */
+    double *lp = a->item_sum ? lbuf : a->loss + it.soff;
     for (b = 0; b < it.bw; b++) {
         fce_idx sidx = it.soff + b, base = it.off + b * bs;
         int64_t y = a->tgt[sidx];
@@ -709,9 +739,10 @@ static void S(nll_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx
         int ign = y == a->ignore || out_of_range;
         double wy = ign ? 0.0 : (a->w ? a->w[y] : 1.0);
         /* read before zeroing: grad may alias x */
-        a->loss[sidx] = out_of_range ? NAN : ign ? 0.0 : -wy * (double)x[base + y * cs];
+        lp[b] = out_of_range ? NAN : ign ? 0.0 : -wy * (double)x[base + y * cs];
         if (!grad) continue;
         for (c = 0; c < C; c++) grad[base + c * cs] = 0;
         if (!ign) grad[base + y * cs] = (T)(-a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0) * wy);
     }
+    if (a->item_sum) a->item_sum[item] = S(tile_sum)(lbuf, it.bw);
 }

@@ -77,10 +77,13 @@ FCE_INLINE double fce_combine_lanes(const double *acc)
 /* ------------------------------------------------------------ argument structs (dtype-free) */
 
 /* Class-index CE / NLL.  w: class weights or NULL; W = sum(w) (C without weights), read only
- * when label smoothing is on; cap = softcap (0: off); zl = z-loss coefficient (0: off). */
+ * when label smoothing is on; cap = softcap (0: off); zl = z-loss coefficient (0: off).
+ * item_sum NULL: per-sample losses into loss[A*B]; else (reduction mean/sum) one sum of the
+ * item's per-sample losses per item into item_sum[fce_n_items()], and loss is not touched. */
 typedef struct {
     const int64_t *tgt; const double *w; double W; int64_t ignore; double eps;
     double *loss; const double *gscale; double gcoef; double zl; double cap;
+    double *item_sum;
 } fce_ce_args;
 
 /* Probability targets: q has the logits' layout and dtype. */

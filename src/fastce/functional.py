@@ -299,8 +299,12 @@ def _class_loss(kind: Literal["ce", "nll"], inp: ArrayLike, target: ArrayLike,
     if fmt == "prob" and kind == "nll":
         raise TypeError(f"nll_loss needs class-index targets of shape {samples} with an integer "
                         f"dtype; got a target of the input's shape {tuple(np.shape(target))}")
-    loss = np.empty(A * B, dtype=np.float64)
     nth = _nthreads(xc.size, _ce_family(C, B))
+    # mean/sum of class-index losses: the kernels sum each work item's losses (in a fixed
+    # order, items fixed by the shape) instead of writing per-sample losses to be re-read;
+    # the fast path does the same, so both give the same bits.
+    by_item = fmt == "index" and reduction != "none" and xc.size != 0
+    loss = np.empty(_ce.n_items(A, C, B) if by_item else A * B, dtype=np.float64)
 
     # tgt: int64 class indices of the sample shape, or probabilities of the input's shape
     tgt: Any        # (the two formats share one name; each kernel call takes its own)
@@ -326,12 +330,13 @@ def _class_loss(kind: Literal["ce", "nll"], inp: ArrayLike, target: ArrayLike,
     elif fmt == "index":
         W = float(w.sum()) if w is not None else float(C)
         _ce.cross_entropy_index(xc.reshape(-1), tgt.reshape(-1), w, W, ignore, eps, A, C, B,
-                                loss, gflat, gcoef, gscale, nth, kind == "nll", zl, cap)
+                                None if by_item else loss, gflat, gcoef, gscale, nth,
+                                kind == "nll", zl, cap, loss if by_item else None)
     else:
         _ce.cross_entropy_prob(xc.reshape(-1), tgt.reshape(-1), w, eps, A, C, B, loss, gflat,
                                gcoef, gscale, nth, zl, cap)
 
-    value = _reduce(loss, reduction, denominator, samples, xc.dtype, rdt)
+    value = _reduce(loss, reduction, denominator, samples, xc.dtype, rdt)   # (per item: a sum)
     if not want_grad:
         return value
     return value, V.deliver(grad, pending, rdt)
