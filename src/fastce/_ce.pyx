@@ -36,7 +36,7 @@ def cross_entropy_index(x, target, weight, double weight_sum, long long ignore_i
     a.loss = (<double *>_ptr(loss, cnp.NPY_FLOAT64, ns, True) if a.item_sum == NULL
               else <double *>_optr(loss, cnp.NPY_FLOAT64, ns, True))
     a.gscale = <const double *>_optr(gscale, cnp.NPY_FLOAT64, ns, False)
-    a.gcoef = gcoef; a.zl = z_loss; a.cap = softcap
+    a.gcoef = gcoef; a.zl = z_loss; a.cap = softcap; a.item_ign = NULL
     with nogil:
         run_ce_index(dt, xp, A, C, B, &a, gp, nthreads, nll)
 

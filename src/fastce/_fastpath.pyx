@@ -30,7 +30,7 @@ from cpython.mem cimport PyMem_Malloc, PyMem_Free
 from libc.math cimport isfinite, isnan, copysign, NAN, INFINITY
 from libc.stdint cimport int64_t, int32_t
 
-from ._kernels cimport fce_ce_args, fce_bin_args, fce_n_items, FCE_F32, FCE_F64
+from ._kernels cimport fce_ce_args, fce_bin_args, fce_idx, fce_n_items, FCE_F32, FCE_F64
 from ._ce cimport run_ce_index, count_ignored, widen_targets
 from ._binary cimport run_binary
 from . import _parallel
@@ -212,6 +212,8 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
     cdef long long ign
     cdef const int64_t *t64
     cdef int64_t *tcopy = NULL
+    cdef fce_idx *item_ign = NULL
+    cdef bint fused_check
     cdef double *lossp = NULL
     cdef int red, typenum, nth
     cdef double eps, zl, g, denom, total, gcoef
@@ -273,12 +275,22 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
                 raise MemoryError()
             widen_targets(<const int32_t *>cnp.PyArray_DATA(ta), N, tcopy)
             t64 = tcopy
-        ignored = count_ignored(t64, N, ign, C, _nthreads(N, "ce_small"))
-        if ignored < 0:
-            return SLOW                  # the general path names the offending value
+        nitems = fce_n_items(N, C, 1)
+        # Without a gradient the target check runs inside the kernel, per item, on targets it
+        # reads anyway (fce_ce_args.item_ign): one pass over them fewer.  A bad target there
+        # only gave NaN losses in scratch memory, and the general path reruns the call.  A
+        # gradient needs the count (the mean's scale) before the kernel.
+        fused_check = not want_grad and not nll
+        if fused_check:
+            item_ign = <fce_idx *>PyMem_Malloc(nitems * sizeof(fce_idx))
+            if item_ign == NULL:
+                raise MemoryError()
+        else:
+            ignored = count_ignored(t64, N, ign, C, _nthreads(N, "ce_small"))
+            if ignored < 0:
+                return SLOW                  # the general path names the offending value
         if lossp == NULL:
             # mean/sum: one sum per work item (see fce_ce_args.item_sum), as the general path
-            nitems = fce_n_items(N, C, 1)
             lossp = <double *>PyMem_Malloc(nitems * sizeof(double))
             if lossp == NULL:
                 raise MemoryError()
@@ -294,7 +306,7 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
         a.loss = lossp if red == 2 else NULL
         a.item_sum = NULL if red == 2 else lossp
         a.gscale = NULL; a.gcoef = gcoef if want_grad else 0.0
-        a.zl = zl; a.cap = 0.0
+        a.zl = zl; a.cap = 0.0; a.item_ign = item_ign
         xp = cnp.PyArray_DATA(xa)
         nth = _nthreads(N * C, "ce_rows" if C > 16 else "ce_small")
         if N * C < _NOGIL_MIN_ELEMENTS:
@@ -302,6 +314,12 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
         else:
             with nogil:
                 run_ce_index(_dt(typenum), xp, N, C, 1, &a, gp, nth, nll)
+        if fused_check:
+            for i in range(nitems):
+                if item_ign[i] < 0:
+                    return SLOW              # the general path names the offending value
+                ignored += item_ign[i]
+            denom = <double>(N - ignored)
         if red == 2:
             value = _per_sample(loss_arr, typenum)
         else:
@@ -309,6 +327,7 @@ def class_loss(bint nll, x, target, weight, ignore_index, reduction, label_smoot
             value = _scalar(_ieee_div(total, denom) if red == 0 else total, typenum)
     finally:
         PyMem_Free(tcopy)
+        PyMem_Free(item_ign)
         if loss_arr is None:
             PyMem_Free(lossp)
     if want_grad:

@@ -638,6 +638,9 @@ FCE_CE_SPECIALISE(ce_prob_cols,
  * Items are fixed by (A, C, B) alone, so the caller's pairwise sum over items gives the same bits
  * for any thread count, and with or without a gradient (the per-sample losses are).
  */
+static void S(count_ignored)(const int64_t *t, fce_idx n, int64_t ign, int64_t C,
+                             fce_idx *result);                  /* _k_check.h */
+
 FCE_INLINE double S(tile_sum)(const double *l, fce_idx n)
 {
     double acc[8] = {0}, s;
@@ -681,7 +684,6 @@ static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fc
         fce_ce_args la = *a;
         if (a->item_sum) la.loss = a->item_sum;
         rows[f](x + it.off, C, it.soff, &la, grad ? grad + it.off : NULL);
-        return;
     } else if (it.kind == FCE_COLS) {
         colf(x + it.off, C, B, it.bw, it.soff, a, grad ? grad + it.off : NULL, lp);
     } else {
@@ -690,7 +692,9 @@ static void S(ce_index_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fc
         colf(buf, C, it.bw, it.bw, it.soff, a, grad ? buf : NULL, lp);
         if (grad) S(cols_to_rows)(buf, C, it.bw, grad + it.off);
     }
-    if (a->item_sum) a->item_sum[item] = S(tile_sum)(lbuf, it.bw);
+    if (a->item_sum && it.kind != FCE_ROW) a->item_sum[item] = S(tile_sum)(lbuf, it.bw);
+    /* the targets were just read: checked again from L1 instead of a pass over memory */
+    if (a->item_ign) S(count_ignored)(a->tgt + it.soff, it.bw, a->ignore, C, a->item_ign + item);
 }
 
 static void S(ce_prob_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item,

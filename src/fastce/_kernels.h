@@ -79,11 +79,14 @@ FCE_INLINE double fce_combine_lanes(const double *acc)
 /* Class-index CE / NLL.  w: class weights or NULL; W = sum(w) (C without weights), read only
  * when label smoothing is on; cap = softcap (0: off); zl = z-loss coefficient (0: off).
  * item_sum NULL: per-sample losses into loss[A*B]; else (reduction mean/sum) one sum of the
- * item's per-sample losses per item into item_sum[fce_n_items()], and loss is not touched. */
+ * item's per-sample losses per item into item_sum[fce_n_items()], and loss is not touched.
+ * item_ign NULL, or (class-index CE, not NLL) per item the fast path's target check of the
+ * item's samples (count_ignored in _k_check.h): how many equal ignore, -1 if any other is out
+ * of range. */
 typedef struct {
     const int64_t *tgt; const double *w; double W; int64_t ignore; double eps;
     double *loss; const double *gscale; double gcoef; double zl; double cap;
-    double *item_sum;
+    double *item_sum; fce_idx *item_ign;
 } fce_ce_args;
 
 /* Probability targets: q has the logits' layout and dtype. */

@@ -28,6 +28,7 @@ cdef extern from "_kernels.h" nogil:
         double zl
         double cap
         double *item_sum
+        fce_idx *item_ign
     void fce_ce_index_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_args *a, void *grad)
     void fce_nll_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_args *a, void *grad)
 
