@@ -17,6 +17,7 @@
 #define FCE_LOG FCE_SIMD_FN(fce_log_f)
 #define FCE_LOG1P FCE_SIMD_FN(fce_log1p_f)
 #define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_f)
+#define FCE_LOG1P_D FCE_SIMD_FN(fce_log1p_d)
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_f)
 #include "_kern_body.h"
 #undef FCE_T
@@ -25,6 +26,7 @@
 #undef FCE_LOG
 #undef FCE_LOG1P
 #undef FCE_LOG1P01
+#undef FCE_LOG1P_D
 #undef FCE_TANH
 
 #define FCE_T double
@@ -33,6 +35,7 @@
 #define FCE_LOG FCE_SIMD_FN(fce_log_d)
 #define FCE_LOG1P FCE_SIMD_FN(fce_log1p_d)
 #define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_d)
+#define FCE_LOG1P_D FCE_SIMD_FN(fce_log1p_d)
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_d)
 #include "_kern_body.h"
 #undef FCE_T
@@ -41,5 +44,6 @@
 #undef FCE_LOG
 #undef FCE_LOG1P
 #undef FCE_LOG1P01
+#undef FCE_LOG1P_D
 #undef FCE_TANH
 #undef FCE_SIMD_FN
