@@ -124,19 +124,27 @@ FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st
                                  const int WD)
 {
     double acc[FCE_LANES] = {0}, wacc[FCE_LANES] = {0}, tail = 0.0, wtail = 0.0;
-    T inv = (T)1 / cap;
-    fce_idx j = 0;
+    T inv = (T)1 / cap, part[FCE_LANES];
+    fce_idx j = 0, stop;
     int k;
-    for (; j + FCE_LANES <= n; j += FCE_LANES)
+    /* the e_j (each <= 1) in groups of FCE_ROW_GROUP vectors per lane in T, the group totals
+     * in double, as lanes_sumexp (_k_reduce.h) */
+    while (j + FCE_LANES <= n) {
+        stop = j + FCE_ROW_GROUP * FCE_LANES <= n ? j + FCE_ROW_GROUP * FCE_LANES : n;
+        for (k = 0; k < FCE_LANES; k++) part[k] = 0;
+        for (; j + FCE_LANES <= stop; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
+                T v = K ? cap * t : x[j + k];           /* = cap_of(x_j) */
+                T e = FCE_EXP(v - m);
+                if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
+                part[k] += j + k == skip ? (T)0 : e;
+                if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
+            }
         _Pragma("omp simd")
-        for (k = 0; k < FCE_LANES; k++) {
-            T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
-            T v = K ? cap * t : x[j + k];           /* = cap_of(x_j) */
-            T e = FCE_EXP(v - m);
-            if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
-            acc[k] += j + k == skip ? 0.0 : (double)e;
-            if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
-        }
+        for (k = 0; k < FCE_LANES; k++) acc[k] += (double)part[k];
+    }
     for (; j < n; j++) {
         T t = K ? FCE_TANH(x[j] * inv) : (T)0;
         T v = K ? cap * t : x[j];
