@@ -130,7 +130,7 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
     fce_idx j = j0, stop, end = j0 + n;
     int k;
     while (j + FCE_LANES <= end) {
-        stop = j + FCE_ROW_GROUP * FCE_LANES <= end ? j + FCE_ROW_GROUP * FCE_LANES : end;
+        stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= end ? j + FCE_ROW_GROUP(T) * FCE_LANES : end;
         for (k = 0; k < FCE_LANES; k++) part[k] = 0;
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")

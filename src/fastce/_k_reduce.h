@@ -73,8 +73,9 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
  * and double add were a sixth of a float32 row's instructions).  A group of 8 terms <= 1 adds
  * at most 7 roundings of T relative to its total, below the float32 exp's own error budget
  * once the groups' independent errors are summed; a fixed structure (lanes, groups, blocks
- * depend only on the row length and the target position), so the same for any thread count. */
-#define FCE_ROW_GROUP 8
+ * depend only on the row length and the target position), so the same for any thread count.
+ * float64 has nothing to convert: groups of one (lanes_sumexp sums straight into the lanes). */
+#define FCE_ROW_GROUP(T) (sizeof(T) == 4 ? 8 : 1)   /* double: the terms are summed as they come */
 #define FCE_ROW_MAXBLK 64               /* rows of up to 32768 elements store their exps */
 
 /* sum_k exp(x_k - m) over len (a multiple of FCE_LANES) elements into the lanes; with ST the
@@ -84,8 +85,18 @@ FCE_INLINE void S(lanes_sumexp)(const T *x, fce_idx len, T m, double *acc, T *st
     fce_idx j = 0, stop;
     int k;
     T part[FCE_LANES];
+    if (FCE_ROW_GROUP(T) == 1) {             /* double: straight into the lanes */
+        for (; j + FCE_LANES <= len; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T e = FCE_EXP(x[j + k] - m);
+                if (ST) st[j + k] = e;
+                acc[k] += (double)e;
+            }
+        return;
+    }
     while (j + FCE_LANES <= len) {
-        stop = j + FCE_ROW_GROUP * FCE_LANES <= len ? j + FCE_ROW_GROUP * FCE_LANES : len;
+        stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= len ? j + FCE_ROW_GROUP(T) * FCE_LANES : len;
         for (k = 0; k < FCE_LANES; k++) part[k] = 0;
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
