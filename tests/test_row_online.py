@@ -190,3 +190,33 @@ def test_every_isa_agrees_with_the_reference(isa):
     assert out["chosen"] == [isa]
     assert out["err"]["float32"] < 1e-5 and out["err"]["float64"] < 1e-12, out["err"]
     assert out["same"] == {"float32": True, "float64": True}
+
+
+def _capped_softmax_grad(x, t, cap):
+    """float64 gradient of mean CE over softcapped logits (chain rule through cap tanh(x/cap))."""
+    x = np.asarray(x, np.float64)
+    th = np.tanh(x / cap)
+    return _softmax_grad(cap * th, t) * (1.0 - th * th)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=["f32", "f64"])
+@pytest.mark.parametrize("opts", [dict(softcap=3.0), dict(label_smoothing=0.1),
+                                  dict(softcap=3.0, label_smoothing=0.1)],
+                         ids=["softcap", "smooth", "softcap-smooth"])
+def test_loss_pass_leaves_out_the_target_wherever_it_is(dtype, opts, rng):
+    """Rows under softcap / smoothing (row_ce_pass: the row split around the target's vector,
+    sums grouped per lane): the target in the first, a middle and the last whole vector, in the
+    scalar tail, at vector edges, and a confident target -- against the float64 reference, the
+    loss bitwise the same with a gradient."""
+    C = 2 * BLOCK + 276 + 5                     # a tail of 5 after the whole vectors
+    vl = C - C % 16
+    t = np.array([0, 15, 16, 17, 8 * 16, 8 * 16 - 1, C // 2, vl - 16, vl - 1, vl, C - 1, 7])
+    x = rng.standard_normal((len(t), C)) * 2.0
+    x[11, 7] = 40.0                             # confident: the target is the max by far
+    x = x.astype(dtype)
+    loss = fastce.cross_entropy(x, t, reduction="none", **opts)
+    assert_close(loss, ref_cross_entropy(x, t, reduction="none", **opts), dtype)
+    l2, g = fastce.cross_entropy(x, t, reduction="none", return_grad=True, **opts)
+    np.testing.assert_array_equal(loss, l2)
+    if "label_smoothing" not in opts:
+        assert_close(g, _capped_softmax_grad(x, t, opts["softcap"]) * len(t), dtype, kind="grad")

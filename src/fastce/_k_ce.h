@@ -118,26 +118,67 @@ FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
  * (ST) it stores into st (which may alias x) what the gradient pass needs: e_j; under softcap
  * with smoothing x'_j (the pass recomputes e_j from it); under softcap without smoothing the
  * chain product e_j (1 - t_j^2), t_j = x'_j / c, so that the gradient pass is one multiply.
+ * row_ce_elems does n elements from j0 (whole vectors: per lane, in groups of FCE_ROW_GROUP
+ * vectors summed in T, as lanes_sumexp), leaving element skip out of the sum (a mask of its
+ * own vector only: the pass splits the row around that vector, so no other vector tests it).
+ * float64 (groups of one) keeps the single masked loop: there the split measured slower.
  */
+FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx skip, T *st,
+                                T cap, const double *w, double *acc, double *wacc, const int ST,
+                                const int K, const int WD, const int SK)
+{
+    T inv = (T)1 / cap, part[FCE_LANES];
+    fce_idx j = j0, stop, end = j0 + n;
+    int k;
+    if (FCE_ROW_GROUP(T) == 1) {              /* double: straight into the lanes */
+        for (; j + FCE_LANES <= end; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
+                T v = K ? cap * t : x[j + k];
+                T e = FCE_EXP(v - m);
+                if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
+                acc[k] += SK && j + k == skip ? 0.0 : (double)e;
+                if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
+            }
+        return;
+    }
+    while (j + FCE_LANES <= end) {
+        stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= end ? j + FCE_ROW_GROUP(T) * FCE_LANES : end;
+        for (k = 0; k < FCE_LANES; k++) part[k] = 0;
+        for (; j + FCE_LANES <= stop; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
+                T v = K ? cap * t : x[j + k];           /* = cap_of(x_j) */
+                T e = FCE_EXP(v - m);
+                if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
+                part[k] += SK && j + k == skip ? (T)0 : e;
+                if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
+            }
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) acc[k] += (double)part[k];
+    }
+}
+
 FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st, T cap,
                                  const double *w, double *wd, const int ST, const int K,
                                  const int WD)
 {
     double acc[FCE_LANES] = {0}, wacc[FCE_LANES] = {0}, tail = 0.0, wtail = 0.0;
     T inv = (T)1 / cap;
-    fce_idx j = 0;
-    int k;
-    for (; j + FCE_LANES <= n; j += FCE_LANES)
-        _Pragma("omp simd")
-        for (k = 0; k < FCE_LANES; k++) {
-            T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
-            T v = K ? cap * t : x[j + k];           /* = cap_of(x_j) */
-            T e = FCE_EXP(v - m);
-            if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
-            acc[k] += j + k == skip ? 0.0 : (double)e;
-            if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
-        }
-    for (; j < n; j++) {
+    fce_idx vl = n - n % FCE_LANES, js = skip - skip % FCE_LANES, j;
+    if (FCE_ROW_GROUP(T) == 1) {
+        S(row_ce_elems)(x, 0, vl, m, skip, st, cap, w, acc, wacc, ST, K, WD, 1);
+    } else if (skip >= 0 && skip < vl) {
+        S(row_ce_elems)(x, 0, js, m, skip, st, cap, w, acc, wacc, ST, K, WD, 0);
+        S(row_ce_elems)(x, js, FCE_LANES, m, skip, st, cap, w, acc, wacc, ST, K, WD, 1);
+        S(row_ce_elems)(x, js + FCE_LANES, vl - js - FCE_LANES, m, skip, st, cap, w, acc, wacc,
+                        ST, K, WD, 0);
+    } else {
+        S(row_ce_elems)(x, 0, vl, m, skip, st, cap, w, acc, wacc, ST, K, WD, 0);
+    }
+    for (j = vl; j < n; j++) {
         T t = K ? FCE_TANH(x[j] * inv) : (T)0;
         T v = K ? cap * t : x[j];
         T e = FCE_EXP(v - m);

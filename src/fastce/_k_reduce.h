@@ -68,21 +68,46 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
  * terms NaN (inf - inf).
  */
 #define FCE_ROW_BLOCK (FCE_LANES * 32)
+/* Exps (each in [0, 1]) are summed per lane in groups of FCE_ROW_GROUP vectors in T and the
+ * group totals in double: one conversion per group instead of one per vector (the conversion
+ * and double add were a sixth of a float32 row's instructions).  A group of 8 terms <= 1 adds
+ * at most 7 roundings of T relative to its total, below the float32 exp's own error budget
+ * once the groups' independent errors are summed; a fixed structure (lanes, groups, blocks
+ * depend only on the row length and the target position), so the same for any thread count.
+ * float64 has nothing to convert: groups of one (lanes_sumexp sums straight into the lanes). */
+#define FCE_ROW_GROUP(T) (sizeof(T) == 4 ? 8 : 1)   /* double: the terms are summed as they come */
 #define FCE_ROW_MAXBLK 64               /* rows of up to 32768 elements store their exps */
 
 /* sum_k exp(x_k - m) over len (a multiple of FCE_LANES) elements into the lanes; with ST the
  * exps are also stored in st (which may alias x) */
 FCE_INLINE void S(lanes_sumexp)(const T *x, fce_idx len, T m, double *acc, T *st, const int ST)
 {
-    fce_idx j;
+    fce_idx j = 0, stop;
     int k;
-    for (j = 0; j + FCE_LANES <= len; j += FCE_LANES)
+    T part[FCE_LANES];
+    if (FCE_ROW_GROUP(T) == 1) {             /* double: straight into the lanes */
+        for (; j + FCE_LANES <= len; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T e = FCE_EXP(x[j + k] - m);
+                if (ST) st[j + k] = e;
+                acc[k] += (double)e;
+            }
+        return;
+    }
+    while (j + FCE_LANES <= len) {
+        stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= len ? j + FCE_ROW_GROUP(T) * FCE_LANES : len;
+        for (k = 0; k < FCE_LANES; k++) part[k] = 0;
+        for (; j + FCE_LANES <= stop; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T e = FCE_EXP(x[j + k] - m);
+                if (ST) st[j + k] = e;
+                part[k] += e;
+            }
         _Pragma("omp simd")
-        for (k = 0; k < FCE_LANES; k++) {
-            T e = FCE_EXP(x[j + k] - m);
-            if (ST) st[j + k] = e;
-            acc[k] += (double)e;
-        }
+        for (k = 0; k < FCE_LANES; k++) acc[k] += (double)part[k];
+    }
 }
 
 /* The same leaving element skip (0 <= skip < len) out of the sum (it is still stored): only its

@@ -271,6 +271,56 @@ FCE_INLINE double fce_log1p01_dv(double e, const int F)
  * |u| small: odd Taylor series (relative precision where (1-e)/(1+e) would cancel);
  * otherwise tanh|u| = (1 - e)/(1 + e) with e = exp(-2|u|) in (0, 1], which is exact to a few
  * ulps there and gives 1 at +-inf; the sign is restored last.  NaN propagates. */
+/* e^(-2a) for 0 <= a <= 10 (float) / 20 (double), or NaN: fce_exp's reduction and polynomial,
+ * so the same value wherever fce_exp's result is normal, but with what the restricted range
+ * allows left out: 2^n (n >= -29 / -58) is one normal factor, so the two-factor scaling and
+ * the overflow / underflow selects go (a seventh of softcap's per-element instructions).
+ * The callers clamp a: at 10 (20) tanh already rounds to 1, so the clamp changes no result. */
+FCE_INLINE float fce_tanh_em2_fv(float a, const int F)
+{
+    const float SHIFT = 12582912.0f, LOG2E = 1.44269504088896341f;
+    const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
+    float x = -2.0f * a;                           /* exact */
+    float t = fce_madd_f(x, LOG2E, SHIFT, F);
+    float n = t - SHIFT;
+    float r = fce_madd_f(-n, LN2_HI, x, F);
+    r = fce_madd_f(-n, LN2_LO, r, F);
+    float p = 1.9875691500E-4f;
+    p = fce_madd_f(p, r, 1.3981999507E-3f, F);
+    p = fce_madd_f(p, r, 8.3334519073E-3f, F);
+    p = fce_madd_f(p, r, 4.1665795894E-2f, F);
+    p = fce_madd_f(p, r, 1.6666665459E-1f, F);
+    p = fce_madd_f(p, r, 5.0000001201E-1f, F);
+    p = fce_madd_f(p, r * r, r, F) + 1.0f;
+    /* the low bits of t hold n (two's complement, -29 <= n <= 0) */
+    uint32_t b = (fce_bits_f(t) - fce_bits_f(SHIFT) + 127u) << 23;
+    return p * fce_from_bits_f(b);
+}
+
+FCE_INLINE double fce_tanh_em2_dv(double a, const int F)
+{
+    const double SHIFT = 6755399441055744.0, LOG2E = 1.4426950408889634074;
+    const double LN2_HI = 6.93145751953125E-1, LN2_LO = 1.42860682030941723212E-6;
+    double x = -2.0 * a;
+    double t = fce_madd_d(x, LOG2E, SHIFT, F);
+    double n = t - SHIFT;
+    double r = fce_madd_d(-n, LN2_HI, x, F);
+    r = fce_madd_d(-n, LN2_LO, r, F);
+    double p = 2.5110037605963777e-08;
+    p = fce_madd_d(p, r, 2.763263963904103e-07, F);
+    p = fce_madd_d(p, r, 2.755724091857897e-06, F);
+    p = fce_madd_d(p, r, 2.4801485482328494e-05, F);
+    p = fce_madd_d(p, r, 0.00019841269890047113, F);
+    p = fce_madd_d(p, r, 0.0013888888952314775, F);
+    p = fce_madd_d(p, r, 0.008333333333319601, F);
+    p = fce_madd_d(p, r, 0.0416666666664881, F);
+    p = fce_madd_d(p, r, 0.1666666666666668, F);
+    p = fce_madd_d(p, r, 0.5000000000000019, F);
+    p = fce_madd_d(p, r * r, r, F) + 1.0;
+    uint64_t b = (fce_bits_d(t) - fce_bits_d(SHIFT) + 1023u) << 52;
+    return p * fce_from_bits_d(b);
+}
+
 FCE_INLINE float fce_tanh_fv(float u, const int F)
 {
     float a = u < 0.0f ? -u : u;
@@ -283,7 +333,7 @@ FCE_INLINE float fce_tanh_fv(float u, const int F)
     p = fce_madd_f(p, a2, 2.0f / 15.0f, F);
     p = fce_madd_f(p, a2, -1.0f / 3.0f, F);
     float small = fce_madd_f(a * a2, p, a, F);
-    float e = fce_exp_fv(-2.0f * a, F);
+    float e = fce_tanh_em2_fv(a > 10.0f ? 10.0f : a, F);
     float big = (1.0f - e) / (1.0f + e);
     float t = a < 0.3f ? small : big;
     return u < 0.0f ? -t : t;
@@ -302,7 +352,7 @@ FCE_INLINE double fce_tanh_dv(double u, const int F)
     p = fce_madd_d(p, a2, 2.0 / 15.0, F);
     p = fce_madd_d(p, a2, -1.0 / 3.0, F);
     double small = fce_madd_d(a * a2, p, a, F);
-    double e = fce_exp_dv(-2.0 * a, F);
+    double e = fce_tanh_em2_dv(a > 20.0 ? 20.0 : a, F);
     double big = (1.0 - e) / (1.0 + e);
     double t = a < 0.1 ? small : big;
     return u < 0.0 ? -t : t;
