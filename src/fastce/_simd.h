@@ -71,16 +71,15 @@ FCE_INLINE double fce_madd_d(double a, double b, double c, const int F)
 { return F ? fma(a, b, c) : a * b + c; }
 
 /* ---------------------------------------------------------------- exp, float */
-FCE_INLINE float fce_exp_fv(float x, const int F)
+/* The shared core of fce_exp and fce_tanh_em2: returns e^r for the reduced argument r of x and
+ * leaves in *t the shifted value whose low mantissa bits hold n (x = n ln2 + r).  NaN stays
+ * NaN; outside the callers' ranges the lanes hold garbage that they select away. */
+FCE_INLINE float fce_exp_core_fv(float x, float *t_out, const int F)
 {
     const float SHIFT = 12582912.0f;               /* 1.5 * 2^23 */
     const float LOG2E = 1.44269504088896341f;
     const float LN2_HI = 0.693359375f;             /* 8 significant bits: n*LN2_HI exact */
     const float LN2_LO = -2.12194440e-4f;
-    const float HI = 88.8f, LO = -104.0f;          /* e^88.8 > FLT_MAX; e^-104 < FLT_TRUE_MIN/2 */
-    /* No clamp on the way in: outside [LO, HI] (and for +-inf) the lanes compute garbage that
-     * the two selects at the end replace, which costs two compares instead of a clamp chain.
-     * NaN fails both comparisons and stays NaN throughout. */
     float t = fce_madd_f(x, LOG2E, SHIFT, F);
     float n = t - SHIFT;
     float r = fce_madd_f(-n, LN2_HI, x, F);        /* exact either way */
@@ -91,7 +90,19 @@ FCE_INLINE float fce_exp_fv(float x, const int F)
     p = fce_madd_f(p, r, 4.1665795894E-2f, F);
     p = fce_madd_f(p, r, 1.6666665459E-1f, F);
     p = fce_madd_f(p, r, 5.0000001201E-1f, F);
-    p = fce_madd_f(p, r * r, r, F) + 1.0f;
+    *t_out = t;
+    return fce_madd_f(p, r * r, r, F) + 1.0f;
+}
+
+FCE_INLINE float fce_exp_fv(float x, const int F)
+{
+    const float SHIFT = 12582912.0f;               /* 1.5 * 2^23 */
+    const float HI = 88.8f, LO = -104.0f;          /* e^88.8 > FLT_MAX; e^-104 < FLT_TRUE_MIN/2 */
+    /* No clamp on the way in: outside [LO, HI] (and for +-inf) the lanes compute garbage that
+     * the two selects at the end replace, which costs two compares instead of a clamp chain.
+     * NaN fails both comparisons and stays NaN throughout. */
+    float t;
+    float p = fce_exp_core_fv(x, &t, F);
     /* 2^n = 2^n1 * 2^n2, n1 = floor(n/2), in integer lanes: nb = n + 256 >= 0 (n >= -150 in
      * range), so a logical shift halves it (SSE2 has no 64-bit arithmetic shift; the double
      * version does the same) and h = nb >> 1 = n1 + 128. */
@@ -105,14 +116,13 @@ FCE_INLINE float fce_exp_fv(float x, const int F)
 }
 
 /* ---------------------------------------------------------------- exp, double */
-FCE_INLINE double fce_exp_dv(double x, const int F)
+/* as fce_exp_core_fv */
+FCE_INLINE double fce_exp_core_dv(double x, double *t_out, const int F)
 {
     const double SHIFT = 6755399441055744.0;       /* 1.5 * 2^52 */
     const double LOG2E = 1.4426950408889634074;
     const double LN2_HI = 6.93145751953125E-1;     /* Cephes split: n*LN2_HI exact */
     const double LN2_LO = 1.42860682030941723212E-6;
-    const double HI = 709.9, LO = -746.0;          /* e^709.9 > DBL_MAX; e^-746 < DBL_TRUE_MIN/2 */
-    /* no clamp on the way in, as the float version */
     double t = fce_madd_d(x, LOG2E, SHIFT, F);
     double n = t - SHIFT;
     double r = fce_madd_d(-n, LN2_HI, x, F);
@@ -129,7 +139,17 @@ FCE_INLINE double fce_exp_dv(double x, const int F)
     p = fce_madd_d(p, r, 0.0416666666664881, F);
     p = fce_madd_d(p, r, 0.1666666666666668, F);
     p = fce_madd_d(p, r, 0.5000000000000019, F);
-    p = fce_madd_d(p, r * r, r, F) + 1.0;
+    *t_out = t;
+    return fce_madd_d(p, r * r, r, F) + 1.0;
+}
+
+FCE_INLINE double fce_exp_dv(double x, const int F)
+{
+    const double SHIFT = 6755399441055744.0;       /* 1.5 * 2^52 */
+    const double HI = 709.9, LO = -746.0;          /* e^709.9 > DBL_MAX; e^-746 < DBL_TRUE_MIN/2 */
+    /* no clamp on the way in, as the float version */
+    double t;
+    double p = fce_exp_core_dv(x, &t, F);
     /* nb = n + 2048 >= 0, h = nb >> 1 = n1 + 1024 (see the float version) */
     uint64_t nb = fce_bits_d(t) - (fce_bits_d(SHIFT) - 2048u), h = nb >> 1;
     uint64_t b1 = (h - 1u) << 52;
@@ -278,20 +298,9 @@ FCE_INLINE double fce_log1p01_dv(double e, const int F)
  * The callers clamp a: at 10 (20) tanh already rounds to 1, so the clamp changes no result. */
 FCE_INLINE float fce_tanh_em2_fv(float a, const int F)
 {
-    const float SHIFT = 12582912.0f, LOG2E = 1.44269504088896341f;
-    const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440e-4f;
-    float x = -2.0f * a;                           /* exact */
-    float t = fce_madd_f(x, LOG2E, SHIFT, F);
-    float n = t - SHIFT;
-    float r = fce_madd_f(-n, LN2_HI, x, F);
-    r = fce_madd_f(-n, LN2_LO, r, F);
-    float p = 1.9875691500E-4f;
-    p = fce_madd_f(p, r, 1.3981999507E-3f, F);
-    p = fce_madd_f(p, r, 8.3334519073E-3f, F);
-    p = fce_madd_f(p, r, 4.1665795894E-2f, F);
-    p = fce_madd_f(p, r, 1.6666665459E-1f, F);
-    p = fce_madd_f(p, r, 5.0000001201E-1f, F);
-    p = fce_madd_f(p, r * r, r, F) + 1.0f;
+    const float SHIFT = 12582912.0f;
+    float t;
+    float p = fce_exp_core_fv(-2.0f * a, &t, F);   /* -2a exact */
     /* the low bits of t hold n (two's complement, -29 <= n <= 0) */
     uint32_t b = (fce_bits_f(t) - fce_bits_f(SHIFT) + 127u) << 23;
     return p * fce_from_bits_f(b);
@@ -299,24 +308,9 @@ FCE_INLINE float fce_tanh_em2_fv(float a, const int F)
 
 FCE_INLINE double fce_tanh_em2_dv(double a, const int F)
 {
-    const double SHIFT = 6755399441055744.0, LOG2E = 1.4426950408889634074;
-    const double LN2_HI = 6.93145751953125E-1, LN2_LO = 1.42860682030941723212E-6;
-    double x = -2.0 * a;
-    double t = fce_madd_d(x, LOG2E, SHIFT, F);
-    double n = t - SHIFT;
-    double r = fce_madd_d(-n, LN2_HI, x, F);
-    r = fce_madd_d(-n, LN2_LO, r, F);
-    double p = 2.5110037605963777e-08;
-    p = fce_madd_d(p, r, 2.763263963904103e-07, F);
-    p = fce_madd_d(p, r, 2.755724091857897e-06, F);
-    p = fce_madd_d(p, r, 2.4801485482328494e-05, F);
-    p = fce_madd_d(p, r, 0.00019841269890047113, F);
-    p = fce_madd_d(p, r, 0.0013888888952314775, F);
-    p = fce_madd_d(p, r, 0.008333333333319601, F);
-    p = fce_madd_d(p, r, 0.0416666666664881, F);
-    p = fce_madd_d(p, r, 0.1666666666666668, F);
-    p = fce_madd_d(p, r, 0.5000000000000019, F);
-    p = fce_madd_d(p, r * r, r, F) + 1.0;
+    const double SHIFT = 6755399441055744.0;
+    double t;
+    double p = fce_exp_core_dv(-2.0 * a, &t, F);
     uint64_t b = (fce_bits_d(t) - fce_bits_d(SHIFT) + 1023u) << 52;
     return p * fce_from_bits_d(b);
 }
