@@ -123,6 +123,20 @@ FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
  * own vector only: the pass splits the row around that vector, so no other vector tests it).
  * float64 (groups of one) keeps the single masked loop: there the split measured slower.
  */
+/* One element j of the loss pass: e_j (returned), what the gradient pass needs stored (ST), and
+ * the smoothing term added to *wsum (WD).  The single home of the element formula for the
+ * vector groups and the tail. */
+FCE_INLINE T S(row_ce_one)(const T *x, fce_idx j, T m, T *st, T cap, T inv, const double *w,
+                           double *wsum, const int ST, const int K, const int WD)
+{
+    T t = K ? FCE_TANH(x[j] * inv) : (T)0;
+    T v = K ? cap * t : x[j];                   /* = cap_of(x_j) */
+    T e = FCE_EXP(v - m);
+    if (ST) st[j] = K ? (WD ? v : e * (1 - t * t)) : e;
+    if (WD) *wsum += S(wdist_term)(w ? w[j] : 1.0, (double)(m - v));
+    return e;
+}
+
 FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx skip, T *st,
                                 T cap, const double *w, double *acc, double *wacc, const int ST,
                                 const int K, const int WD, const int SK)
@@ -134,12 +148,8 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
         for (; j + FCE_LANES <= end; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
-                T v = K ? cap * t : x[j + k];
-                T e = FCE_EXP(v - m);
-                if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
+                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], ST, K, WD);
                 acc[k] += SK && j + k == skip ? 0.0 : (double)e;
-                if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
             }
         return;
     }
@@ -149,12 +159,8 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T t = K ? FCE_TANH(x[j + k] * inv) : (T)0;
-                T v = K ? cap * t : x[j + k];           /* = cap_of(x_j) */
-                T e = FCE_EXP(v - m);
-                if (ST) st[j + k] = K ? (WD ? v : e * (1 - t * t)) : e;
+                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], ST, K, WD);
                 part[k] += SK && j + k == skip ? (T)0 : e;
-                if (WD) wacc[k] += S(wdist_term)(w ? w[j + k] : 1.0, (double)(m - v));
             }
         _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) acc[k] += (double)part[k];
@@ -179,12 +185,8 @@ FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st
         S(row_ce_elems)(x, 0, vl, m, skip, st, cap, w, acc, wacc, ST, K, WD, 0);
     }
     for (j = vl; j < n; j++) {
-        T t = K ? FCE_TANH(x[j] * inv) : (T)0;
-        T v = K ? cap * t : x[j];
-        T e = FCE_EXP(v - m);
-        if (ST) st[j] = K ? (WD ? v : e * (1 - t * t)) : e;
+        T e = S(row_ce_one)(x, j, m, st, cap, inv, w, &wtail, ST, K, WD);
         tail += j == skip ? 0.0 : (double)e;
-        if (WD) wtail += S(wdist_term)(w ? w[j] : 1.0, (double)(m - v));
     }
     if (WD) *wd = fce_combine_lanes(wacc) + wtail;
     return fce_combine_lanes(acc) + tail;
