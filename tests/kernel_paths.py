@@ -14,6 +14,7 @@ import pytest
 KERNEL_PATHS = {
     "row": ((5, 37), -1),              # C > 16: row kernel, 16-lane body + scalar tail
     "row-exact-lanes": ((3, 32), -1),  # no scalar tail
+    "row-groups": ((3, 301), -1),      # several float32 lane groups (FCE_ROW_GROUP vectors) + tail
     "block": ((7, 5), -1),             # one short-row block
     "multi-block": ((150, 3), -1),     # 64 + 64 + 22 rows
     "c2": ((9, 2), -1),                # binary classification as 2 classes (closed form)

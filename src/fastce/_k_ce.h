@@ -124,16 +124,19 @@ FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
  * float64 (groups of one) keeps the single masked loop: there the split measured slower.
  */
 /* One element j of the loss pass: e_j (returned), what the gradient pass needs stored (ST), and
- * the smoothing term added to *wsum (WD).  The single home of the element formula for the
- * vector groups and the tail. */
+ * the smoothing distance m - x'_j in *d.  WD = 1 (class weights): the weighted term is added to
+ * *wsum here, in double (a weight may overflow T); WD = 2 (no weights): the caller sums *d in
+ * T lanes like the exps.  The single home of the element formula for the vector groups and the
+ * tail. */
 FCE_INLINE T S(row_ce_one)(const T *x, fce_idx j, T m, T *st, T cap, T inv, const double *w,
-                           double *wsum, const int ST, const int K, const int WD)
+                           double *wsum, T *d, const int ST, const int K, const int WD)
 {
     T t = K ? FCE_TANH(x[j] * inv) : (T)0;
     T v = K ? cap * t : x[j];                   /* = cap_of(x_j) */
     T e = FCE_EXP(v - m);
     if (ST) st[j] = K ? (WD ? v : e * (1 - t * t)) : e;
-    if (WD) *wsum += S(wdist_term)(w ? w[j] : 1.0, (double)(m - v));
+    *d = m - v;
+    if (WD == 1) *wsum += S(wdist_term)(w[j], (double)(m - v));
     return e;
 }
 
@@ -141,29 +144,39 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
                                 T cap, const double *w, double *acc, double *wacc, const int ST,
                                 const int K, const int WD, const int SK)
 {
-    T inv = (T)1 / cap, part[FCE_LANES];
+    T inv = (T)1 / cap, part[FCE_LANES], dpart[FCE_LANES];
     fce_idx j = j0, stop, end = j0 + n;
     int k;
     if (FCE_ROW_GROUP(T) == 1) {              /* double: straight into the lanes */
         for (; j + FCE_LANES <= end; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], ST, K, WD);
+                T d;
+                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], &d, ST, K, WD);
                 acc[k] += SK && j + k == skip ? 0.0 : (double)e;
+                if (WD == 2) wacc[k] += (double)d;
             }
         return;
     }
+    /* float: the unweighted distances (WD = 2) are summed like the exps, in T over a group
+     * (all terms >= 0, so a group adds a few roundings of 2^-24 relative to its own sum), then
+     * widened once; a per-element double term was the one thing keeping this loop scalar-slow */
     while (j + FCE_LANES <= end) {
         stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= end ? j + FCE_ROW_GROUP(T) * FCE_LANES : end;
-        for (k = 0; k < FCE_LANES; k++) part[k] = 0;
+        for (k = 0; k < FCE_LANES; k++) { part[k] = 0; dpart[k] = 0; }
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], ST, K, WD);
+                T d;
+                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], &d, ST, K, WD);
                 part[k] += SK && j + k == skip ? (T)0 : e;
+                if (WD == 2) dpart[k] += d;
             }
         _Pragma("omp simd")
-        for (k = 0; k < FCE_LANES; k++) acc[k] += (double)part[k];
+        for (k = 0; k < FCE_LANES; k++) {
+            acc[k] += (double)part[k];
+            if (WD == 2) wacc[k] += (double)dpart[k];
+        }
     }
 }
 
@@ -185,8 +198,10 @@ FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st
         S(row_ce_elems)(x, 0, vl, m, skip, st, cap, w, acc, wacc, ST, K, WD, 0);
     }
     for (j = vl; j < n; j++) {
-        T e = S(row_ce_one)(x, j, m, st, cap, inv, w, &wtail, ST, K, WD);
+        T d;
+        T e = S(row_ce_one)(x, j, m, st, cap, inv, w, &wtail, &d, ST, K, WD);
         tail += j == skip ? 0.0 : (double)e;
+        if (WD == 2) wtail += (double)d;
     }
     if (WD) *wd = fce_combine_lanes(wacc) + wtail;
     return fce_combine_lanes(acc) + tail;
@@ -207,7 +222,7 @@ FCE_INLINE void S(row_ce_grad)(T *g, fce_idx n, T m, T kp, T ks, const double *w
     _Pragma("omp simd")
     for (j = 0; j < n; j++) {
         T e = K ? FCE_EXP(g[j] - m) : g[j];
-        T v = e * kp - (WS ? ks * (w ? (T)w[j] : (T)1) : (T)0);
+        T v = e * kp - (WS == 1 ? ks * (T)w[j] : WS == 2 ? ks : (T)0);
         g[j] = K ? v * S(cap_slope)(g[j], cap) : v;
     }
 }
@@ -247,8 +262,11 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_
                  : S(row_max_sumexp)(xr, C, y, &m, NULL, NULL, 0);
     } else {
         m = S(cap_of)(S(row_max)(xr, C), cap, K);
-        r = wdon ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 1)
-                 : S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 0);
+        /* the weights as a compile-time mode (1 weighted, 2 not): a run-time w ? w[j] : 1 in
+         * the element loop kept it from vectorising (smoothing cost 4x plain CE) */
+        r = !wdon ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 0)
+            : w ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 1)
+                : S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 2);
     }
     double ey = (double)FCE_EXP(xy - m);
     S(ce_index_finish)((double)m, (double)(m - xy), ey, r, wd, wy, g, keep, spread, O ? a->W : 0.0,
@@ -256,7 +274,8 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_
     a->loss[sidx] = loss;
     if (!G) return;
     if (kept) S(row_scale_blocks)(gr, C, m, bM, kp);
-    else if (wdon) S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 1);
+    else if (wdon && w) S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 1);
+    else if (wdon) S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 2);
     else S(row_ce_grad)(gr, C, m, (T)kp, (T)ks, w, cap, K, 0);
     gr[y] = (T)gy * (K ? S(cap_slope)(xy, cap) : (T)1);
 }
