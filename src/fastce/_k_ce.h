@@ -581,6 +581,76 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
     *Ks = fce_combine_lanes(kacc) + ktail;
 }
 
+/* The option-free probability-target row (k_j = q_j: no weights, smoothing, z-loss or softcap),
+ * what distillation callers run: the loss pass of row_prob_pass with its four sums (rest, ones,
+ * qd, Ks; every term >= 0) kept in T per lane over groups of FCE_ROW_GROUP vectors and widened
+ * once per group, and a gradient pass in T without a division per element.  The general pass
+ * does all of it in double lanes (4x the instructions of plain class-index CE, plus a vdivpd per
+ * element in the gradient). */
+FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T *st,
+                                       double *rest, double *qd, double *Ks, const int ST)
+{
+    double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0}, dacc[FCE_LANES] = {0};
+    double kacc[FCE_LANES] = {0};
+    double tail = 0.0, otail = 0.0, dtail = 0.0, ktail = 0.0;
+    T pa[FCE_LANES], po[FCE_LANES], pd[FCE_LANES], pk[FCE_LANES];
+    fce_idx j = 0, stop;
+    int k;
+    while (j + FCE_LANES <= n) {
+        stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= n ? j + FCE_ROW_GROUP(T) * FCE_LANES : n;
+        for (k = 0; k < FCE_LANES; k++) { pa[k] = 0; po[k] = 0; pd[k] = 0; pk[k] = 0; }
+        for (; j + FCE_LANES <= stop; j += FCE_LANES)
+            _Pragma("omp simd")
+            for (k = 0; k < FCE_LANES; k++) {
+                T v = x[j + k], kk = q[j + k], d = m - v;
+                T e = FCE_EXP(v - m);
+                T one = e == (T)1 ? (T)1 : (T)0;
+                if (ST) st[j + k] = e;
+                pa[k] += e - one;
+                po[k] += one;
+                pd[k] += kk == (T)0 || d == (T)0 ? (T)0 : kk * d;   /* wdist_term */
+                pk[k] += kk;
+            }
+        _Pragma("omp simd")
+        for (k = 0; k < FCE_LANES; k++) {
+            acc[k] += (double)pa[k]; ones[k] += (double)po[k];
+            dacc[k] += (double)pd[k]; kacc[k] += (double)pk[k];
+        }
+    }
+    for (; j < n; j++) {
+        T v = x[j];
+        T e = FCE_EXP(v - m);
+        double one = (double)(e == (T)1);
+        if (ST) st[j] = e;
+        tail += (double)e - one;
+        otail += one;
+        dtail += S(wdist_term)((double)q[j], (double)(m - v));
+        ktail += (double)q[j];
+    }
+    *rest = (fce_combine_lanes(ones) + otail - 1.0) + (fce_combine_lanes(acc) + tail);
+    *qd = fce_combine_lanes(dacc) + dtail;
+    *Ks = fce_combine_lanes(kacc) + ktail;
+}
+
+/* g_j = g (e_j K / s - k_j) from the stored e_j, in T: e_j (gK/s) - g k_j.  At a max element
+ * (e_j = 1) the difference ((K - k_j) - k_j rest) / s is formed as in ce_prob_grad, K split into
+ * T parts Khi + Klo so that Khi - k_j is exact for a confident k_j near K (Sterbenz) and the
+ * tiny gradient of a confident one-hot target keeps its relative precision. */
+FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, double rest,
+                                       double gs)
+{
+    double inv = 1.0 / (1.0 + rest);
+    T a = (T)(gs * K * inv), gg = (T)gs, gis = (T)(gs * inv), rt = (T)rest;
+    T Khi = (T)K, Klo = (T)(K - (double)Khi);
+    fce_idx j;
+    _Pragma("omp simd")
+    for (j = 0; j < n; j++) {
+        T e = g[j], kj = q[j];
+        T top = (((Khi - kj) + Klo) - kj * rt) * gis;
+        g[j] = e == (T)1 ? top : e * a - gg * kj;
+    }
+}
+
 FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx,
                                const fce_ce_prob_args *a, T *gr, const int G, const int K,
                                const int O)
@@ -591,6 +661,15 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     double rest, qd, Ks, loss, Kz;
     fce_idx j;
     T m = S(cap_of)(S(row_max)(xr, C), cap, K);
+    if (!K && !O) {
+        S(row_prob_pass_plain)(xr, qr, C, m, gr, &rest, &qd, &Ks, G);
+        S(ce_prob_finish)((double)m, rest, qd, Ks, 0.0, 0, &loss, &Kz);
+        a->loss[sidx] = loss;
+        if (G)
+            S(row_prob_grad_plain)(gr, qr, C, Kz, rest,
+                                   a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0));
+        return;
+    }
     S(row_prob_pass)(xr, qr, C, m, gr, cap, w, keep, spread, &rest, &qd, &Ks, G, K, O);
     S(ce_prob_finish)((double)m, rest, qd, Ks, O ? a->zl : 0.0, O, &loss, &Kz);
     a->loss[sidx] = loss;
