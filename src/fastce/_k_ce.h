@@ -581,14 +581,15 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
     *Ks = fce_combine_lanes(kacc) + ktail;
 }
 
-/* The option-free probability-target row (k_j = q_j: no weights, smoothing, z-loss or softcap),
- * what distillation callers run: the loss pass of row_prob_pass with its four sums (rest, ones,
+/* The probability-target row without class weights or softcap (k_j = q_j, or keep q_j + spread
+ * under smoothing (SM), formed in T), what distillation callers run: the loss pass of row_prob_pass with its four sums (rest, ones,
  * qd, Ks; every term >= 0) kept in T per lane over groups of FCE_ROW_GROUP vectors and widened
  * once per group, and a gradient pass in T without a division per element.  The general pass
  * does all of it in double lanes (4x the instructions of plain class-index CE, plus a vdivpd per
  * element in the gradient). */
 FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T *st,
-                                       double *rest, double *qd, double *Ks, const int ST)
+                                       T keep, T spread, double *rest, double *qd, double *Ks,
+                                       const int ST, const int SM)
 {
     double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0}, dacc[FCE_LANES] = {0};
     double kacc[FCE_LANES] = {0};
@@ -602,7 +603,7 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T v = x[j + k], kk = q[j + k], d = m - v;
+                T v = x[j + k], kk = SM ? keep * q[j + k] + spread : q[j + k], d = m - v;
                 T e = FCE_EXP(v - m);
                 T one = e == (T)1 ? (T)1 : (T)0;
                 if (ST) st[j + k] = e;
@@ -621,11 +622,12 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
         T v = x[j];
         T e = FCE_EXP(v - m);
         double one = (double)(e == (T)1);
+        T kk = SM ? keep * q[j] + spread : q[j];
         if (ST) st[j] = e;
         tail += (double)e - one;
         otail += one;
-        dtail += S(wdist_term)((double)q[j], (double)(m - v));
-        ktail += (double)q[j];
+        dtail += S(wdist_term)((double)kk, (double)(m - v));
+        ktail += (double)kk;
     }
     *rest = (fce_combine_lanes(ones) + otail - 1.0) + (fce_combine_lanes(acc) + tail);
     *qd = fce_combine_lanes(dacc) + dtail;
@@ -637,7 +639,7 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
  * T parts Khi + Klo so that Khi - k_j is exact for a confident k_j near K (Sterbenz) and the
  * tiny gradient of a confident one-hot target keeps its relative precision. */
 FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, double rest,
-                                       double gs)
+                                       double gs, T keep, T spread, const int SM)
 {
     double inv = 1.0 / (1.0 + rest);
     T a = (T)(gs * K * inv), gg = (T)gs, gis = (T)(gs * inv), rt = (T)rest;
@@ -645,7 +647,7 @@ FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, do
     fce_idx j;
     _Pragma("omp simd")
     for (j = 0; j < n; j++) {
-        T e = g[j], kj = q[j];
+        T e = g[j], kj = SM ? keep * q[j] + spread : q[j];
         T top = (((Khi - kj) + Klo) - kj * rt) * gis;
         g[j] = e == (T)1 ? top : e * a - gg * kj;
     }
@@ -661,13 +663,17 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     double rest, qd, Ks, loss, Kz;
     fce_idx j;
     T m = S(cap_of)(S(row_max)(xr, C), cap, K);
-    if (!K && !O) {
-        S(row_prob_pass_plain)(xr, qr, C, m, gr, &rest, &qd, &Ks, G);
-        S(ce_prob_finish)((double)m, rest, qd, Ks, 0.0, 0, &loss, &Kz);
+    if (!K && !w) {
+        /* no weights (smoothing and z-loss allowed): k_j = keep q_j + spread formed in T */
+        int sm = O && spread != 0.0;
+        if (sm) S(row_prob_pass_plain)(xr, qr, C, m, gr, (T)keep, (T)spread, &rest, &qd, &Ks, G, 1);
+        else S(row_prob_pass_plain)(xr, qr, C, m, gr, (T)1, (T)0, &rest, &qd, &Ks, G, 0);
+        S(ce_prob_finish)((double)m, rest, qd, Ks, O ? a->zl : 0.0, O, &loss, &Kz);
         a->loss[sidx] = loss;
-        if (G)
-            S(row_prob_grad_plain)(gr, qr, C, Kz, rest,
-                                   a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0));
+        if (!G) return;
+        double gs = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+        if (sm) S(row_prob_grad_plain)(gr, qr, C, Kz, rest, gs, (T)keep, (T)spread, 1);
+        else S(row_prob_grad_plain)(gr, qr, C, Kz, rest, gs, (T)1, (T)0, 0);
         return;
     }
     S(row_prob_pass)(xr, qr, C, m, gr, cap, w, keep, spread, &rest, &qd, &Ks, G, K, O);
