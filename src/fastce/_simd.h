@@ -192,7 +192,12 @@ FCE_INLINE double fce_log_dv(double x, const int F)
     double xs = sub ? x * 18014398509481984.0 : x;   /* 2^54 */
     uint64_t u = fce_bits_d(xs);
     uint64_t v = u - 0x3fe6a09e667f3bcdull;
-    int64_t k = (int64_t)v >> 52;
+    /* k = (int64_t)v >> 52 as a double, without the two operations AVX2 lacks for 64-bit lanes
+     * (arithmetic shift, int64 -> double): a loop calling this stayed scalar on AVX2.  The top
+     * 12 bits h = v >> 52 (logical) are put in the mantissa of 2^52 (exact), and the sign of the
+     * 12-bit field restored: k = h - 4096 when h >= 2048. */
+    double h = fce_from_bits_d((v >> 52) | 0x4330000000000000ull) - 4503599627370496.0;
+    double kraw = h >= 2048.0 ? h - 4096.0 : h;
     double f = fce_from_bits_d((v & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
     double z = (f - 1.0) / (f + 1.0);
     double z2 = z * z;
@@ -207,7 +212,7 @@ FCE_INLINE double fce_log_dv(double x, const int F)
     s = fce_madd_d(s, z2, 2.0 / 7.0, F);
     s = fce_madd_d(s, z2, 2.0 / 5.0, F);
     s = fce_madd_d(s, z2, 2.0 / 3.0, F);
-    double kd = (double)k - (sub ? 54.0 : 0.0);
+    double kd = kraw - (sub ? 54.0 : 0.0);
     /* k*ln2 split in two parts so large k does not lose the series' low bits */
     double res = fce_madd_d(kd, 1.90821492927058770002e-10,
                             fce_madd_d(kd, 6.93147180369123816490e-01,
