@@ -59,8 +59,24 @@ def _inputs(name, dtype, rng):
         dense = np.linspace(lo, hi, 400_001)
         extra = [np.log(fi.max), np.log(fi.tiny), np.log(fi.smallest_subnormal), -1e-30, 1e-30]
     elif name == "tanh":
-        dense = np.concatenate([np.linspace(-20, 20, 200_001), np.linspace(-0.5, 0.5, 100_001)])
-        extra = [0.29999, 0.3, 0.30001, 0.0999, 0.1, 0.1001, 1e-30, -1e-30, 9.0, 19.0, 40.0]
+        # float32: the split at |u| = 1.25 and the clamp at 9.1 (tanh rounds to 1 from ~9.011);
+        # float64: the series / exp split at 0.1 and the clamp at 20 (rounds to 1 from ~19.06)
+        near = [1.25, 9.011, 9.1, 0.1, 19.06, 20.0]
+        dense = np.concatenate([np.linspace(-20, 20, 200_001), np.linspace(-0.5, 0.5, 100_001),
+                                np.linspace(-2.0, 2.0, 100_001),
+                                *[np.linspace(c - 0.05, c + 0.05, 20_001) for c in near],
+                                np.logspace(-45, 1.5, 20_001), -np.logspace(-45, 1.5, 20_001)])
+        sub = np.array([fi.smallest_subnormal * k for k in (1, 2, 3, 1000)] + [fi.tiny / 2])
+        extra = [0.29999, 0.3, 0.30001, 0.0999, 0.1, 0.1001, 1e-30, -1e-30, 9.0, 19.0, 40.0,
+                 *near, *[-c for c in near], *sub, *(-sub)]
+        # every float32 neighbour of the split and the clamp points
+        if dtype == np.float32:
+            for c in (1.25, 9.011, 9.1):
+                c = np.float32(c)
+                nb = [c]
+                for _ in range(64):
+                    nb.append(np.nextafter(nb[-1], np.float32(0)))
+                extra += [float(v) for v in nb] + [float(np.nextafter(c, np.float32(20)))]
     else:
         # positive numbers over every binade (random bit patterns), subnormals included
         bits = np.uint32 if dtype == np.float32 else np.uint64
@@ -119,3 +135,30 @@ def test_simd_special_values(dtype):
     th = ev("tanh", np.array([-inf, inf, nan, 0.0, -0.0], dtype))
     np.testing.assert_array_equal(th[[0, 1, 3]], [-1.0, 1.0, 0.0])
     assert np.isnan(th[2])
+
+
+@pytest.mark.parametrize("variant", ["portable", "fma"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_tanh_bounded_odd_signed_zero(dtype, variant, rng):
+    """|tanh| <= 1 everywhere (also just below the clamp, where the float32 rational form ends),
+    exact odd symmetry, tanh(-0) = -0, tiny and subnormal u map to u, +-inf to +-1."""
+    fi = np.finfo(dtype)
+    ev = _threads._simd_eval if variant == "portable" else _softmax._simd_eval_fma
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    top = np.frombuffer(np.array([fi.max], dtype).tobytes(), bits)[0]
+    pos = rng.integers(0, int(top), 300_000, dtype=bits, endpoint=True).view(dtype)
+    x = np.concatenate([pos, np.linspace(0, 25, 200_001).astype(dtype),
+                        np.linspace(8.9, 9.2, 50_001).astype(dtype),
+                        np.linspace(18.9, 20.1, 50_001).astype(dtype),
+                        np.array([np.inf, fi.max, fi.tiny, fi.smallest_subnormal], dtype)])
+    t = ev("tanh", x)
+    if t is None:
+        pytest.skip("no FMA variant in this build / on this CPU")
+    assert np.all(np.abs(t) <= 1.0) and np.all(t >= 0)
+    np.testing.assert_array_equal(ev("tanh", -x), -t)
+    z = ev("tanh", np.array([-0.0, 0.0], dtype))
+    assert z[0] == 0 and np.signbit(z[0]) and not np.signbit(z[1])
+    small = np.array([fi.smallest_subnormal, fi.tiny, fi.eps * fi.eps, 1e-30], dtype)
+    np.testing.assert_array_equal(ev("tanh", small), small)
+    np.testing.assert_array_equal(ev("tanh", -small), -small)
+    np.testing.assert_array_equal(ev("tanh", np.array([np.inf, -np.inf], dtype)), [1.0, -1.0])

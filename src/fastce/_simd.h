@@ -19,6 +19,11 @@
  *
  * log(x) for x > 0:  x = 2^k * f with f in [sqrt(1/2), sqrt(2)); log f = 2 atanh(z) with
  *   z = (f-1)/(f+1), |z| <= 0.1716, an odd series in z.
+ * tanh(u), float: exp-free, two rational functions of s = u^2 (fitted by tools/fit_tanh.py) and
+ *   one division: |u| < 1.25: u + u s PA(s)/QA(s) (degrees 2/2 on s in [0, 1.5625]); above:
+ *   t = tanh(u/2) = u PB(s)/QB(s) (degrees 3/4 on s in [1.5625, 82.81]) and tanh = 2t/(1+t^2)
+ *   written as 1 - (QB - u PB)^2/(QB^2 + (u PB)^2); |u| clamped at 9.1.  double: odd series for
+ *   |u| < 0.1, else (1 - e)/(1 + e) with e = exp(-2|u|).
  * log1p(u) for u >= -1:  w = 1 + u rounded; log1p(u) = log(w) + (u - (w-1))/w, the second term
  *   restoring what the rounding of 1+u lost (exact to first order).
  *
@@ -36,7 +41,9 @@
  *     exp        0.98 / 0.98   1.02 / 1.04    [1.0, 1.1]
  *     log        1.89 / 1.89   1.95 / 1.95    [2.0, 2.0]
  *     log1p      2.33 / 2.33   2.29 / 2.29    [2.5, 2.5]
- *     tanh       1.97 / 1.97   4.01 / 4.01    [2.0, 4.5]   (the (1-e)/(1+e) branch near |u| = 0.1)
+ *     tanh       1.92 / 1.83   4.09 / 4.09    [2.0, 4.5]   (float: every float in [0, 11], max
+ *                                                            near the split at |u| = 1.25; double:
+ *                                                            the (1-e)/(1+e) branch near 0.1)
  *     log1p01    1.55 / 1.22   1.66 / 1.40    [1.7, 1.7]   (log1p on [0, 1], polynomial)
  * Special values are exact: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log(<0) = NaN,
  * log1p(-1) = -inf, tanh(+-inf) = +-1, NaN in -> NaN out.
@@ -71,7 +78,7 @@ FCE_INLINE double fce_madd_d(double a, double b, double c, const int F)
 { return F ? fma(a, b, c) : a * b + c; }
 
 /* ---------------------------------------------------------------- exp, float */
-/* The shared core of fce_exp and fce_tanh_em2: returns e^r for the reduced argument r of x and
+/* The shared core of fce_exp and fce_tanh_em2_dv: returns e^r for the reduced argument r of x and
  * leaves in *t the shifted value whose low mantissa bits hold n (x = n ln2 + r).  NaN stays
  * NaN; outside the callers' ranges the lanes hold garbage that they select away. */
 FCE_INLINE float fce_exp_core_fv(float x, float *t_out, const int F)
@@ -293,24 +300,15 @@ FCE_INLINE double fce_log1p01_dv(double e, const int F)
 }
 
 /* ---------------------------------------------------------------- tanh
- * |u| small: odd Taylor series (relative precision where (1-e)/(1+e) would cancel);
+ * double: |u| small: odd Taylor series (relative precision where (1-e)/(1+e) would cancel);
  * otherwise tanh|u| = (1 - e)/(1 + e) with e = exp(-2|u|) in (0, 1], which is exact to a few
- * ulps there and gives 1 at +-inf; the sign is restored last.  NaN propagates. */
-/* e^(-2a) for 0 <= a <= 10 (float) / 20 (double), or NaN: fce_exp's reduction and polynomial,
+ * ulps there and gives 1 at +-inf; the sign is or-ed back last (tanh(-0) = -0).  NaN propagates.
+ * float: the rational form below. */
+/* e^(-2a) for 0 <= a <= 20, or NaN: fce_exp's reduction and polynomial,
  * so the same value wherever fce_exp's result is normal, but with what the restricted range
- * allows left out: 2^n (n >= -29 / -58) is one normal factor, so the two-factor scaling and
- * the overflow / underflow selects go (a seventh of softcap's per-element instructions).
- * The callers clamp a: at 10 (20) tanh already rounds to 1, so the clamp changes no result. */
-FCE_INLINE float fce_tanh_em2_fv(float a, const int F)
-{
-    const float SHIFT = 12582912.0f;
-    float t;
-    float p = fce_exp_core_fv(-2.0f * a, &t, F);   /* -2a exact */
-    /* the low bits of t hold n (two's complement, -29 <= n <= 0) */
-    uint32_t b = (fce_bits_f(t) - fce_bits_f(SHIFT) + 127u) << 23;
-    return p * fce_from_bits_f(b);
-}
-
+ * allows left out: 2^n (n >= -58) is one normal factor, so the two-factor scaling and
+ * the overflow / underflow selects go (a seventh of float64 softcap's per-element instructions).
+ * The caller clamps a: at 20 tanh already rounds to 1, so the clamp changes no result. */
 FCE_INLINE double fce_tanh_em2_dv(double a, const int F)
 {
     const double SHIFT = 6755399441055744.0;
@@ -320,22 +318,45 @@ FCE_INLINE double fce_tanh_em2_dv(double a, const int F)
     return p * fce_from_bits_d(b);
 }
 
+/* float: exp-free, two rationals in s = u^2 (coefficients from tools/fit_tanh.py, minimax in
+ * relative error, refitted after each coefficient is rounded to float), one shared division.
+ *   |u| < 1.25:  tanh u = u + u s c(s), c = PA/QA (deg 2/2) on s in [0, 1.5625]; the correction is
+ *               at most 0.47 of the result, which scales its rounding errors down by that much.
+ *   |u| >= 1.25: t = tanh(u/2) = u PB/QB (deg 3/4) on s in [1.5625, 82.81], and
+ *               tanh u = 2t/(1+t^2) = 1 - (QB - u PB)^2 / (QB^2 + (u PB)^2): the errors of PB, QB
+ *               cancel to first order, R's own are scaled by R <= 0.15, and R >= 0 so |tanh| <= 1.
+ * |u| is clamped at 9.1 (tanh rounds to 1 from 9.011 on; 1 - R(9.1) rounds to exactly 1), the sign
+ * is or-ed back from u's bits (so -0 -> -0, odd symmetry exact); NaN fails every comparison and
+ * propagates through the second branch.  Max error (every float in [0, 11], double reference):
+ * 1.92 ulp portable, 1.83 FMA, at |u| ~ 1.2-1.3 either side of the split. */
 FCE_INLINE float fce_tanh_fv(float u, const int F)
 {
-    float a = u < 0.0f ? -u : u;
-    float a2 = a * a;
-    float p = -929569.0f / 638512875.0f;
-    p = fce_madd_f(p, a2, 21844.0f / 6081075.0f, F);
-    p = fce_madd_f(p, a2, -1382.0f / 155925.0f, F);
-    p = fce_madd_f(p, a2, 62.0f / 2835.0f, F);
-    p = fce_madd_f(p, a2, -17.0f / 315.0f, F);
-    p = fce_madd_f(p, a2, 2.0f / 15.0f, F);
-    p = fce_madd_f(p, a2, -1.0f / 3.0f, F);
-    float small = fce_madd_f(a * a2, p, a, F);
-    float e = fce_tanh_em2_fv(a > 10.0f ? 10.0f : a, F);
-    float big = (1.0f - e) / (1.0f + e);
-    float t = a < 0.3f ? small : big;
-    return u < 0.0f ? -t : t;
+    uint32_t sg = fce_bits_f(u) & 0x80000000u;
+    float a = fce_from_bits_f(fce_bits_f(u) & 0x7fffffffu);
+    float x = a > 9.1f ? 9.1f : a;
+    float s = x * x;
+    float pa = fce_madd_f(-6.107322861e-06f, s, -1.609398983e-02f, F);
+    pa = fce_madd_f(pa, s, -3.333333433e-01f, F);
+    float qa = fce_madd_f(1.742635481e-02f, s, 4.482819736e-01f, F);
+    qa = fce_madd_f(qa, s, 1.0f, F);
+    float pb = fce_madd_f(1.169483781e-07f, s, 1.011417626e-04f, F);
+    pb = fce_madd_f(pb, s, 1.647501811e-02f, F);
+    pb = fce_madd_f(pb, s, 0.5f, F);
+    float qb = fce_madd_f(1.454832699e-09f, s, 4.395511496e-06f, F);
+    qb = fce_madd_f(qb, s, 1.559232245e-03f, F);
+    qb = fce_madd_f(qb, s, 1.162833646e-01f, F);
+    qb = fce_madd_f(qb, s, 1.0f, F);
+    float h = x * pb;                              /* tanh(x/2) * qb */
+    float e = qb - h;
+    float d = fce_madd_f(h, h, qb * qb, F);
+    /* one division for both branches: the operands are picked with a bit mask, since GCC turns
+     * a select of operands into two divisions and a select of the quotients */
+    uint32_t m = x < 1.25f ? 0xffffffffu : 0u;
+    float num = fce_from_bits_f((fce_bits_f(pa) & m) | (fce_bits_f(e * e) & ~m));
+    float den = fce_from_bits_f((fce_bits_f(qa) & m) | (fce_bits_f(d) & ~m));
+    float r = num / den;
+    float t = m ? fce_madd_f(x * s, r, x, F) : 1.0f - r;
+    return fce_from_bits_f(fce_bits_f(t) | sg);
 }
 
 FCE_INLINE double fce_tanh_dv(double u, const int F)
@@ -353,8 +374,8 @@ FCE_INLINE double fce_tanh_dv(double u, const int F)
     double small = fce_madd_d(a * a2, p, a, F);
     double e = fce_tanh_em2_dv(a > 20.0 ? 20.0 : a, F);
     double big = (1.0 - e) / (1.0 + e);
-    double t = a < 0.1 ? small : big;
-    return u < 0.0 ? -t : t;
+    double t = a < 0.1 ? small : big;              /* >= 0, or +0 for u = -0 */
+    return fce_from_bits_d(fce_bits_d(t) | (fce_bits_d(u) & 0x8000000000000000u));
 }
 
 /* ---------------------------------------------------------------- the named functions
