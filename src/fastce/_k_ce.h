@@ -597,11 +597,11 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
 }
 
 /* The probability-target row without class weights or softcap (k_j = q_j, or keep q_j + spread
- * under smoothing (SM), formed in T), what distillation callers run: the loss pass of row_prob_pass with its four sums (rest, ones,
- * qd, Ks; every term >= 0) kept in T per lane over groups of FCE_ROW_GROUP vectors and widened
- * once per group, and a gradient pass in T without a division per element.  The general pass
- * does all of it in double lanes (4x the instructions of plain class-index CE, plus a vdivpd per
- * element in the gradient). */
+ * under smoothing (SM), formed in T), what distillation callers run: the loss pass of
+ * row_prob_pass with its four sums (rest, ones, qd, Ks; every term >= 0) kept in T per lane
+ * over groups of FCE_ROW_GROUP vectors and widened once per group, and a gradient pass in T
+ * without a division per element.  The general pass does all of it in double lanes (4x the
+ * instructions of plain class-index CE, plus a vdivpd per element in the gradient). */
 FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T *st,
                                        T keep, T spread, double *rest, double *qd, double *Ks,
                                        const int ST, const int SM)
