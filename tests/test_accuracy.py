@@ -330,7 +330,7 @@ def test_confident_cross_entropy_weighted_and_reduced(rng, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=DT_IDS)
-@pytest.mark.parametrize("C", [3, 40])
+@pytest.mark.parametrize("C", [3, 40, 1000])   # 1000: several float32 lane groups in a row
 def test_confident_cross_entropy_onehot_probability_target(rng, C, dtype):
     """A one-hot probability target is the same loss as the class index: same accuracy goal."""
     x, t, want_loss, want_grad = confident_rows(rng, 40, C, dtype)
