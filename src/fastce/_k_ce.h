@@ -105,10 +105,13 @@ FCE_INLINE void S(ce_prob_finish)(double m, double rest, double qd, double Ks, d
     *Kz = O && zl != 0.0 ? Ks + 2.0 * zl * lse : Ks;
 }
 
-FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g)
+/* dL/dx'_j = g (e_j K / s - k_j) with gis = g / s and gKs = g K / s formed once per sample (a
+ * division per element was the gradient pass's cost); at a max element (e_j = 1) the difference
+ * is formed as ((K - k_j) - k_j rest) g / s, see the header. */
+FCE_INLINE T S(ce_prob_grad)(T e, double kj, double K, double rest, double g, double gis,
+                             double gKs)
 {
-    double s = 1.0 + rest;
-    return (T)(e == (T)1 ? g * ((K - kj) - kj * rest) / s : g * ((double)e * K / s - kj));
+    return (T)(e == (T)1 ? ((K - kj) - kj * rest) * gis : (double)e * gKs - g * kj);
 }
 
 /* ------------------------------------------------------------------ class indices, one row */
@@ -596,6 +599,16 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
     *Ks = fce_combine_lanes(kacc) + ktail;
 }
 
+/* Under smoothing k_j = keep q_j + spread is linear in q_j, so the passes sum q_j (m - x'_j), q_j
+ * and (m - x'_j) in T and the smoothing is applied here once, in double: forming k_j in T would
+ * round keep and spread in every term, a bias the float32 mean of a large batch shows. */
+FCE_INLINE void S(prob_smooth_sums)(double *qd, double *Ks, double dsum, double C, double keep,
+                                    double spread)
+{
+    *qd = keep * *qd + spread * dsum;
+    *Ks = keep * *Ks + spread * C;
+}
+
 /* The probability-target row without class weights or softcap (k_j = q_j, or keep q_j + spread
  * under smoothing (SM), formed in T), what distillation callers run: the loss pass of
  * row_prob_pass with its four sums (rest, ones, qd, Ks; every term >= 0) kept in T per lane
@@ -603,50 +616,53 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
  * without a division per element.  The general pass does all of it in double lanes (4x the
  * instructions of plain class-index CE, plus a vdivpd per element in the gradient). */
 FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T *st,
-                                       T keep, T spread, double *rest, double *qd, double *Ks,
-                                       const int ST, const int SM)
+                                       double keep, double spread, double *rest, double *qd,
+                                       double *Ks, const int ST, const int SM)
 {
     double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0}, dacc[FCE_LANES] = {0};
-    double kacc[FCE_LANES] = {0};
-    double tail = 0.0, otail = 0.0, dtail = 0.0, ktail = 0.0;
-    T pa[FCE_LANES], po[FCE_LANES], pd[FCE_LANES], pk[FCE_LANES];
+    double kacc[FCE_LANES] = {0}, sacc[FCE_LANES] = {0};
+    double tail = 0.0, otail = 0.0, dtail = 0.0, ktail = 0.0, stail = 0.0;
+    T pa[FCE_LANES], po[FCE_LANES], pd[FCE_LANES], pk[FCE_LANES], ps[FCE_LANES];
     fce_idx j = 0, stop;
     int k;
     while (j + FCE_LANES <= n) {
         stop = j + FCE_ROW_GROUP(T) * FCE_LANES <= n ? j + FCE_ROW_GROUP(T) * FCE_LANES : n;
-        for (k = 0; k < FCE_LANES; k++) { pa[k] = 0; po[k] = 0; pd[k] = 0; pk[k] = 0; }
+        for (k = 0; k < FCE_LANES; k++) { pa[k] = 0; po[k] = 0; pd[k] = 0; pk[k] = 0; ps[k] = 0; }
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T v = x[j + k], kk = SM ? keep * q[j + k] + spread : q[j + k], d = m - v;
+                T v = x[j + k], qq = q[j + k], d = m - v;
                 T e = FCE_EXP(v - m);
                 T one = e == (T)1 ? (T)1 : (T)0;
                 if (ST) st[j + k] = e;
                 pa[k] += e - one;
                 po[k] += one;
-                pd[k] += kk == (T)0 || d == (T)0 ? (T)0 : kk * d;   /* wdist_term */
-                pk[k] += kk;
+                pd[k] += qq == (T)0 || d == (T)0 ? (T)0 : qq * d;   /* wdist_term */
+                pk[k] += qq;
+                if (SM) ps[k] += d;
             }
         _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) {
             acc[k] += (double)pa[k]; ones[k] += (double)po[k];
             dacc[k] += (double)pd[k]; kacc[k] += (double)pk[k];
+            if (SM) sacc[k] += (double)ps[k];
         }
     }
     for (; j < n; j++) {
         T v = x[j];
         T e = FCE_EXP(v - m);
         double one = (double)(e == (T)1);
-        T kk = SM ? keep * q[j] + spread : q[j];
         if (ST) st[j] = e;
         tail += (double)e - one;
         otail += one;
-        dtail += S(wdist_term)((double)kk, (double)(m - v));
-        ktail += (double)kk;
+        dtail += S(wdist_term)((double)q[j], (double)(m - v));
+        ktail += (double)q[j];
+        if (SM) stail += (double)(m - v);
     }
     *rest = (fce_combine_lanes(ones) + otail - 1.0) + (fce_combine_lanes(acc) + tail);
     *qd = fce_combine_lanes(dacc) + dtail;
     *Ks = fce_combine_lanes(kacc) + ktail;
+    if (SM) S(prob_smooth_sums)(qd, Ks, fce_combine_lanes(sacc) + stail, (double)n, keep, spread);
 }
 
 /* g_j = g (e_j K / s - k_j) from the stored e_j, in T: e_j (gK/s) - g k_j.  At a max element
@@ -681,8 +697,8 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     if (!K && !w) {
         /* no weights (smoothing and z-loss allowed): k_j = keep q_j + spread formed in T */
         int sm = O && spread != 0.0;
-        if (sm) S(row_prob_pass_plain)(xr, qr, C, m, gr, (T)keep, (T)spread, &rest, &qd, &Ks, G, 1);
-        else S(row_prob_pass_plain)(xr, qr, C, m, gr, (T)1, (T)0, &rest, &qd, &Ks, G, 0);
+        if (sm) S(row_prob_pass_plain)(xr, qr, C, m, gr, keep, spread, &rest, &qd, &Ks, G, 1);
+        else S(row_prob_pass_plain)(xr, qr, C, m, gr, 1.0, 0.0, &rest, &qd, &Ks, G, 0);
         S(ce_prob_finish)((double)m, rest, qd, Ks, O ? a->zl : 0.0, O, &loss, &Kz);
         a->loss[sidx] = loss;
         if (!G) return;
@@ -696,11 +712,50 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     a->loss[sidx] = loss;
     if (!G) return;
     double g = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
+    double gis = g / (1.0 + rest), gKs = Kz * gis;
     _Pragma("omp simd")
     for (j = 0; j < C; j++) {
         T e = K ? FCE_EXP(gr[j] - m) : gr[j];
-        T v = S(ce_prob_grad)(e, S(prob_k)(qr[j], w ? w[j] : 1.0, keep, spread, O), Kz, rest, g);
+        T v = S(ce_prob_grad)(e, S(prob_k)(qr[j], w ? w[j] : 1.0, keep, spread, O), Kz, rest, g,
+                              gis, gKs);
         gr[j] = K ? v * S(cap_slope)(gr[j], cap) : v;
+    }
+}
+
+/* One class of the probability-target column pass without class weights or softcap: the sums
+ * of row_prob_pass_plain in T (the distances too under smoothing, SM), widened by the caller
+ * every FCE_COL_SPAN classes. */
+FCE_INLINE void S(col_prob_class_plain)(const T *xc, const T *qc, fce_idx bw, const T *m, T *gc,
+                                        T *pa, T *po, T *pd, T *pk, T *ps, const int ST,
+                                        const int SM)
+{
+    fce_idx b;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        T v = xc[b], qq = qc[b], d = m[b] - v;
+        T e = FCE_EXP(v - m[b]);
+        T one = e == (T)1 ? (T)1 : (T)0;
+        if (ST) gc[b] = e;
+        pa[b] += e - one;
+        po[b] += one;
+        pd[b] += qq == (T)0 || d == (T)0 ? (T)0 : qq * d;     /* wdist_term */
+        pk[b] += qq;
+        if (SM) ps[b] += d;
+    }
+}
+
+/* The matching gradient of one class, in T (see row_prob_grad_plain): a = g K / s, gg = g,
+ * gis = g / s, rt = rest, K = Khi + Klo per column. */
+FCE_INLINE void S(col_prob_grad_plain)(T *gc, const T *qc, fce_idx bw, const T *a, const T *gg,
+                                       const T *gis, const T *rt, const T *Khi, const T *Klo,
+                                       T keep, T spread, const int SM)
+{
+    fce_idx b;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        T e = gc[b], kj = SM ? keep * qc[b] + spread : qc[b];
+        T top = (((Khi[b] - kj) + Klo[b]) - kj * rt[b]) * gis[b];
+        gc[b] = e == (T)1 ? top : e * a[b] - gg[b] * kj;
     }
 }
 
@@ -714,14 +769,42 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
     T cap = K ? (T)a->cap : (T)1;
     T m[FCE_TILE];
     double rest[FCE_TILE], ones[FCE_TILE], qd[FCE_TILE], Ks[FCE_TILE], gg[FCE_TILE];
+    double gis[FCE_TILE], dsum[FCE_TILE];
     double *loss = a->loss + soff;
-    fce_idx c, b;
+    fce_idx c, c0, c1, b;
     S(col_max)(xt, C, st, bw, m);
     for (b = 0; b < bw; b++) {
         m[b] = S(cap_of)(m[b], cap, K);
         rest[b] = 0.0; ones[b] = 0.0; qd[b] = 0.0; Ks[b] = 0.0;
     }
-    for (c = 0; c < C; c++) {
+    int plain = !K && !w, sm = O && spread != 0.0;
+    T keepT = (T)keep, spreadT = (T)spread;
+    for (b = 0; b < bw; b++) dsum[b] = 0.0;
+    for (c0 = 0; plain && c0 < C; c0 = c1) {
+        T pa[FCE_TILE], po[FCE_TILE], pd[FCE_TILE], pk[FCE_TILE], ps[FCE_TILE];
+        c1 = c0 + FCE_COL_SPAN(T, C) < C ? c0 + FCE_COL_SPAN(T, C) : C;
+        for (b = 0; b < bw; b++) { pa[b] = 0; po[b] = 0; pd[b] = 0; pk[b] = 0; ps[b] = 0; }
+        for (c = c0; c < c1; c++) {
+            const T *xc = xt + c * st, *qc = qt + c * st;
+            T *gc = G ? gt + c * st : NULL;
+#define FCE_PROB_CLASS(ST, SM) \
+            S(col_prob_class_plain)(xc, qc, bw, m, gc, pa, po, pd, pk, ps, ST, SM)
+            if (G && sm) FCE_PROB_CLASS(1, 1);
+            else if (G) FCE_PROB_CLASS(1, 0);
+            else if (sm) FCE_PROB_CLASS(0, 1);
+            else FCE_PROB_CLASS(0, 0);
+#undef FCE_PROB_CLASS
+        }
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            rest[b] += (double)pa[b]; ones[b] += (double)po[b];
+            qd[b] += (double)pd[b]; Ks[b] += (double)pk[b]; dsum[b] += (double)ps[b];
+        }
+    }
+    if (plain && sm)
+        for (b = 0; b < bw; b++)
+            S(prob_smooth_sums)(&qd[b], &Ks[b], dsum[b], (double)C, keep, spread);
+    for (c = 0; !plain && c < C; c++) {
         const T *xc = xt + c * st, *qc = qt + c * st;
         T *gc = G ? gt + c * st : NULL;
         double wc = w ? w[c] : 1.0;
@@ -746,18 +829,40 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
         loss[b] = l;
         Ks[b] = Kz;                            /* from here on the p_j coefficient */
     }
+    if (!G) return;
     if (gsc)
         for (b = 0; b < bw; b++) gg[b] = a->gcoef * gsc[b];
     else
         for (b = 0; b < bw; b++) gg[b] = a->gcoef;
-    if (!G) return;
+    _Pragma("omp simd")
+    for (b = 0; b < bw; b++) {
+        gis[b] = gg[b] / (1.0 + rest[b]);
+        qd[b] = Ks[b] * gis[b];                /* from here on g K / s */
+    }
+    if (plain) {
+        T aT[FCE_TILE], ggT[FCE_TILE], gisT[FCE_TILE], rT[FCE_TILE], Khi[FCE_TILE], Klo[FCE_TILE];
+        _Pragma("omp simd")
+        for (b = 0; b < bw; b++) {
+            aT[b] = (T)qd[b]; ggT[b] = (T)gg[b]; gisT[b] = (T)gis[b]; rT[b] = (T)rest[b];
+            Khi[b] = (T)Ks[b]; Klo[b] = (T)(Ks[b] - (double)Khi[b]);
+        }
+        for (c = 0; c < C; c++) {
+            T *gc = gt + c * st; const T *qc = qt + c * st;
+            if (sm)
+                S(col_prob_grad_plain)(gc, qc, bw, aT, ggT, gisT, rT, Khi, Klo, keepT, spreadT, 1);
+            else
+                S(col_prob_grad_plain)(gc, qc, bw, aT, ggT, gisT, rT, Khi, Klo, keepT, spreadT, 0);
+        }
+        return;
+    }
     for (c = 0; c < C; c++) {
         T *gc = gt + c * st; const T *qc = qt + c * st;
         double wc = w ? w[c] : 1.0;
         _Pragma("omp simd")
         for (b = 0; b < bw; b++) {
             T e = K ? FCE_EXP(gc[b] - m[b]) : gc[b];
-            T v = S(ce_prob_grad)(e, S(prob_k)(qc[b], wc, keep, spread, O), Ks[b], rest[b], gg[b]);
+            T v = S(ce_prob_grad)(e, S(prob_k)(qc[b], wc, keep, spread, O), Ks[b], rest[b], gg[b],
+                                  gis[b], qd[b]);
             gc[b] = K ? v * S(cap_slope)(gc[b], cap) : v;
         }
     }
