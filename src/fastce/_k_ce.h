@@ -599,6 +599,31 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
     *Ks = fce_combine_lanes(kacc) + ktail;
 }
 
+/* One element of the T-lane probability passes (rows and column tiles alike): e = exp(v - m)
+ * (returned), the ones counted apart, q (m - v) with wdist_term's zero rule, q, and under
+ * smoothing (SM) the distance m - v.  The single home of that formula. */
+FCE_INLINE T S(prob_elem)(T v, T qq, T m, T *pa, T *po, T *pd, T *pk, T *ps, const int SM)
+{
+    T d = m - v, e = FCE_EXP(v - m);
+    T one = e == (T)1 ? (T)1 : (T)0;
+    *pa += e - one;
+    *po += one;
+    *pd += qq == (T)0 || d == (T)0 ? (T)0 : qq * d;   /* wdist_term */
+    *pk += qq;
+    if (SM) *ps += d;
+    return e;
+}
+
+/* One element of the T-lane probability gradient: g (e K / s - k) as e a - gg k with a = g K / s,
+ * and at a max element (e = 1) ((K - k) - k rest) g / s with K = Khi + Klo split in T, so Khi - k
+ * is exact for a confident k near K (Sterbenz) and a confident one-hot target keeps the relative
+ * precision of its tiny gradient. */
+FCE_INLINE T S(prob_grad_elem)(T e, T kj, T a, T gg, T gis, T rt, T Khi, T Klo)
+{
+    T top = (((Khi - kj) + Klo) - kj * rt) * gis;
+    return e == (T)1 ? top : e * a - gg * kj;
+}
+
 /* Under smoothing k_j = keep q_j + spread is linear in q_j, so the passes sum q_j (m - x'_j), q_j
  * and (m - x'_j) in T and the smoothing is applied here once, in double: forming k_j in T would
  * round keep and spread in every term, a bias the float32 mean of a large batch shows. */
@@ -631,15 +656,9 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T v = x[j + k], qq = q[j + k], d = m - v;
-                T e = FCE_EXP(v - m);
-                T one = e == (T)1 ? (T)1 : (T)0;
+                T e = S(prob_elem)(x[j + k], q[j + k], m, &pa[k], &po[k], &pd[k], &pk[k], &ps[k],
+                                   SM);
                 if (ST) st[j + k] = e;
-                pa[k] += e - one;
-                po[k] += one;
-                pd[k] += qq == (T)0 || d == (T)0 ? (T)0 : qq * d;   /* wdist_term */
-                pk[k] += qq;
-                if (SM) ps[k] += d;
             }
         _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) {
@@ -665,10 +684,7 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
     if (SM) S(prob_smooth_sums)(qd, Ks, fce_combine_lanes(sacc) + stail, (double)n, keep, spread);
 }
 
-/* g_j = g (e_j K / s - k_j) from the stored e_j, in T: e_j (gK/s) - g k_j.  At a max element
- * (e_j = 1) the difference ((K - k_j) - k_j rest) / s is formed as in ce_prob_grad, K split into
- * T parts Khi + Klo so that Khi - k_j is exact for a confident k_j near K (Sterbenz) and the
- * tiny gradient of a confident one-hot target keeps its relative precision. */
+/* g_j = g (e_j K / s - k_j) from the stored e_j, in T (prob_grad_elem). */
 FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, double rest,
                                        double gs, T keep, T spread, const int SM)
 {
@@ -678,9 +694,7 @@ FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, do
     fce_idx j;
     _Pragma("omp simd")
     for (j = 0; j < n; j++) {
-        T e = g[j], kj = SM ? keep * q[j] + spread : q[j];
-        T top = (((Khi - kj) + Klo) - kj * rt) * gis;
-        g[j] = e == (T)1 ? top : e * a - gg * kj;
+        g[j] = S(prob_grad_elem)(g[j], SM ? keep * q[j] + spread : q[j], a, gg, gis, rt, Khi, Klo);
     }
 }
 
@@ -732,15 +746,8 @@ FCE_INLINE void S(col_prob_class_plain)(const T *xc, const T *qc, fce_idx bw, co
     fce_idx b;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        T v = xc[b], qq = qc[b], d = m[b] - v;
-        T e = FCE_EXP(v - m[b]);
-        T one = e == (T)1 ? (T)1 : (T)0;
+        T e = S(prob_elem)(xc[b], qc[b], m[b], &pa[b], &po[b], &pd[b], &pk[b], &ps[b], SM);
         if (ST) gc[b] = e;
-        pa[b] += e - one;
-        po[b] += one;
-        pd[b] += qq == (T)0 || d == (T)0 ? (T)0 : qq * d;     /* wdist_term */
-        pk[b] += qq;
-        if (SM) ps[b] += d;
     }
 }
 
@@ -753,9 +760,8 @@ FCE_INLINE void S(col_prob_grad_plain)(T *gc, const T *qc, fce_idx bw, const T *
     fce_idx b;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        T e = gc[b], kj = SM ? keep * qc[b] + spread : qc[b];
-        T top = (((Khi[b] - kj) + Klo[b]) - kj * rt[b]) * gis[b];
-        gc[b] = e == (T)1 ? top : e * a[b] - gg[b] * kj;
+        gc[b] = S(prob_grad_elem)(gc[b], SM ? keep * qc[b] + spread : qc[b], a[b], gg[b], gis[b],
+                                  rt[b], Khi[b], Klo[b]);
     }
 }
 
