@@ -65,6 +65,13 @@ FCE_INLINE uint32_t fce_bits_f(float x) { uint32_t u; memcpy(&u, &x, 4); return 
 FCE_INLINE float fce_from_bits_f(uint32_t u) { float x; memcpy(&x, &u, 4); return x; }
 FCE_INLINE uint64_t fce_bits_d(double x) { uint64_t u; memcpy(&u, &x, 8); return u; }
 FCE_INLINE double fce_from_bits_d(uint64_t u) { double x; memcpy(&x, &u, 8); return x; }
+/* An integer 0 <= y < 2^52 as a double, exactly: y in the mantissa of 2^52, minus 2^52.  AVX2 has
+ * no int64 -> double (or float) conversion, so (double)y in a loop leaves it scalar; this is an
+ * or and a subtraction in 64-bit lanes.  Other y give garbage (callers select it away). */
+FCE_INLINE double fce_small_i64_to_d(int64_t y)
+{
+    return fce_from_bits_d((uint64_t)y | 0x4330000000000000ull) - 4503599627370496.0;
+}
 
 /* a*b + c.  F = 1 (only in the AVX2 / AVX-512 kernel variants, whose target has FMA): one fused
  * rounding, one instruction; F = 0: two roundings (the build has -ffp-contract=off, so this is
