@@ -169,6 +169,34 @@ def test_all_neg_inf_row_and_nan_row():
     assert fastce.logsumexp(x)[0] == -np.inf
 
 
+@pytest.mark.parametrize("dtype", FLOAT_DTYPES, ids=DTYPE_IDS)
+@pytest.mark.parametrize("C,axis", [(5, -1), (40, -1), (5, 0), (300, 0)],
+                         ids=["block", "row", "cols", "cols-long"])
+def test_logsumexp_infinite_and_large_logits(C, axis, dtype):
+    """torch.logsumexp semantics on every layout: a +inf logit gives +inf (NaN with a NaN in the
+    same row), a row of -inf gives -inf, and finite logits far above 43 (where the kernels' exp
+    of x - max needs the max subtracted) stay exact.  Reference: the float64 formula below."""
+    n = 7
+    x = np.linspace(-3.0, 2.0, n * C).reshape(n, C)
+    x[0, 1] = np.inf                                    # +inf: +inf
+    x[1, 0] = np.inf; x[1, 2] = np.nan                  # +inf and NaN: NaN
+    x[2, :] = -np.inf                                   # all masked: -inf
+    x[3, :] = 1e4 + np.arange(C)                        # far from 0: exact offsets
+    x[4, :] = -np.inf; x[4, C - 1] = np.inf             # -inf and one +inf: +inf
+    x[5, :] = np.inf                                    # all +inf: +inf
+    x[6, 1] = np.nan                                    # NaN alone: NaN
+    want = np.empty(n)
+    for i, row in enumerate(x.astype(dtype).astype(np.float64)):
+        m = np.max(row[~np.isnan(row)])
+        want[i] = (np.nan if np.isnan(row).any() else m if np.isinf(m)
+                   else m + np.log(np.sum(np.exp(row - m))))
+    xa = np.ascontiguousarray(x.astype(dtype) if axis == -1 else x.T.astype(dtype))
+    got = fastce.logsumexp(xa, axis=axis)
+    np.testing.assert_array_equal(np.isnan(got), np.isnan(want))
+    ok = ~np.isnan(want)
+    np.testing.assert_allclose(got[ok], want[ok].astype(dtype), rtol=4 * np.finfo(dtype).eps)
+
+
 def test_masked_vjp(torch):
     x = np.array([[0.5, -np.inf, 1.0, -np.inf]])
     g = np.array([[0.3, 2.0, -1.0, 5.0]])

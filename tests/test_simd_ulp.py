@@ -14,12 +14,14 @@ HAVE_LONGDOUBLE = np.finfo(np.longdouble).nmant >= 63
 
 # name -> (max ulp float32, max ulp float64), as stated in _simd.h
 BOUNDS = {"exp": (1.0, 1.1), "log": (2.0, 2.0), "log1p": (2.5, 2.5), "tanh": (2.0, 4.5),
-          "log1p01": (1.7, 1.7)}
+          "log1p01": (1.7, 1.7), "expn": (1.0, 1.1)}
+# fce_expn's domain (the kernels' exp of a difference from a max, or of -|x|): x <= this, or NaN
+EXPN_TOP = {np.float32: 43.0, np.float64: 664.0}
 
 
 def _ref(name, x, dtype):
     hi = np.float64 if dtype == np.float32 else np.longdouble
-    f = {"exp": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
+    f = {"exp": np.exp, "expn": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
          "log1p01": np.log1p}[name]
     with np.errstate(all="ignore"):
         return f(x.astype(hi))
@@ -54,8 +56,9 @@ def _inputs(name, dtype, rng):
             return x[(x <= 1.0) | np.isnan(x)].astype(dtype)
     edges = [0.0, -0.0, np.inf, -np.inf, np.nan, fi.tiny, -fi.tiny, fi.smallest_subnormal,
              1.0, -1.0, fi.eps, -fi.eps, 0.5, 2.0, fi.max, -fi.max]
-    if name == "exp":
+    if name in ("exp", "expn"):
         lo, hi = (-104.0, 89.0) if dtype == np.float32 else (-746.0, 710.0)
+        hi = EXPN_TOP[dtype] if name == "expn" else hi
         dense = np.linspace(lo, hi, 400_001)
         extra = [np.log(fi.max), np.log(fi.tiny), np.log(fi.smallest_subnormal), -1e-30, 1e-30]
     elif name == "tanh":
@@ -92,8 +95,41 @@ def _inputs(name, dtype, rng):
         else:
             extra = [np.nextafter(dtype(1), dtype(2)), np.nextafter(dtype(1), dtype(0)), -1.0]
     x = np.concatenate([np.asarray(dense, np.float64), np.array(edges + extra, np.float64)])
+    if name == "expn":
+        x = x[~(x > EXPN_TOP[dtype])]
     with np.errstate(all="ignore"):
         return x.astype(dtype)
+
+
+@pytest.mark.parametrize("variant", ["portable", "fma"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+def test_expn_is_exp_on_its_domain(dtype, variant, rng):
+    """fce_expn gives fce_exp's bits on its whole domain: x <= 43 (float32) / 664 (float64), -inf
+    and NaN.  Every float32 whose exp is subnormal or underflows (x in [-104, -87.3], where the
+    one-factor scaling rounds), random bit patterns over the rest, dense grids, the edges."""
+    ev = _threads._simd_eval if variant == "portable" else _softmax._simd_eval_fma
+    top = EXPN_TOP[dtype]
+    bits = np.uint32 if dtype == np.float32 else np.uint64
+    if dtype == np.float32:
+        a, b = np.array([-87.0, -104.5], np.float32).view(np.uint32)
+        under = np.arange(a, b + 1, dtype=np.uint32).view(np.float32)    # every float in between
+    else:
+        under = np.linspace(-746.5, -708.0, 2_000_001)
+    mz_b, lo_b, hi_b = np.array([-0.0, -746.0, top], dtype).view(bits)
+    neg = rng.integers(int(mz_b), int(lo_b), 500_000, dtype=bits).view(dtype)   # [-746, -0]
+    pos = rng.integers(0, int(hi_b), 500_000, dtype=bits).view(dtype)           # [0, top]
+    fi = np.finfo(dtype)
+    edges = np.array([-np.inf, np.nan, 0.0, -0.0, top, -fi.max, fi.smallest_subnormal,
+                      -fi.smallest_subnormal, np.log(fi.tiny), np.log(fi.smallest_subnormal)])
+    x = np.concatenate([under.astype(dtype), neg, pos, np.linspace(-110, top, 200_001).astype(dtype),
+                        edges.astype(dtype)])
+    got = ev("expn", x)
+    if got is None:
+        pytest.skip("no FMA variant in this build / on this CPU")
+    ref = ev("exp", x)
+    nan = np.isnan(ref)
+    np.testing.assert_array_equal(np.isnan(got), nan)        # NaN (of either sign) where exp's is
+    np.testing.assert_array_equal(got[~nan].view(bits), ref[~nan].view(bits))
 
 
 @pytest.mark.parametrize("variant", ["portable", "fma"])

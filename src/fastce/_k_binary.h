@@ -25,7 +25,7 @@ FCE_INLINE T S(bce_logits_one)(T xv, T yv, T p, T wv, T gs, T *g, const int PW)
     /* PW = 0 (no pos_weight, p = 1): L = 1 and p y = y spelled out; the compiler may not fold
      * 1 + 0 * y itself (y could be inf or NaN), and these are two of ~60 vector ops. */
     T av = xv < 0 ? -xv : xv;
-    T e = FCE_EXP(-av);
+    T e = FCE_EXPN(-av);
     /* softplus(-a) = log1p(e) with e in [0, 1]: a polynomial, no division (see _simd.h); the one
      * division left, 1/(1+e), feeds only the gradient and is dropped from loss-only loops. */
     T sp = FCE_LOG1P01(e);

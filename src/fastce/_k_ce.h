@@ -159,7 +159,7 @@ FCE_INLINE T S(row_ce_one)(const T *x, fce_idx j, T m, T *st, T cap, T inv, cons
 {
     T t = K ? FCE_TANH(x[j] * inv) : (T)0;
     T v = K ? cap * t : x[j];                   /* = cap_of(x_j) */
-    T e = FCE_EXP(v - m);
+    T e = FCE_EXPN(v - m);
     if (ST) st[j] = K ? (WD ? v : e * (1 - t * t)) : e;
     *d = m - v;
     if (WD == 1) *wsum += S(wdist_term)(w[j], (double)(m - v));
@@ -247,7 +247,7 @@ FCE_INLINE void S(row_ce_grad)(T *g, fce_idx n, T m, T kp, T ks, const double *w
     }
     _Pragma("omp simd")
     for (j = 0; j < n; j++) {
-        T e = K ? FCE_EXP(g[j] - m) : g[j];
+        T e = K ? FCE_EXPN(g[j] - m) : g[j];
         T v = e * kp - (WS == 1 ? ks * (T)w[j] : WS == 2 ? ks : (T)0);
         g[j] = K ? v * S(cap_slope)(g[j], cap) : v;
     }
@@ -294,7 +294,7 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_
             : w ? S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 1)
                 : S(row_ce_pass)(xr, C, m, y, gr, cap, w, &wd, G, K, 2);
     }
-    double ey = (double)FCE_EXP(xy - m);
+    double ey = (double)FCE_EXPN(xy - m);
     S(ce_index_finish)((double)m, (double)(m - xy), ey, r, wd, wy, g, keep, spread, O ? a->W : 0.0,
                        O ? a->zl : 0.0, O, &loss, &kp, &ks, &gy);
     a->loss[sidx] = loss;
@@ -316,7 +316,7 @@ FCE_INLINE void S(col_ce_pass)(const T *xc, fce_idx c, fce_idx bw, const T *m, c
     fce_idx b;
     for (b = 0; b < bw; b++) {
         T v = S(cap_of)(xc[b], cap, K);
-        T e = FCE_EXP(v - m[b]);
+        T e = FCE_EXPN(v - m[b]);
         if (ST) gc[b] = K ? v : e;
         r[b] += c == yy[b] ? (T)0 : e;
         if (WD) wd[b] += S(wdist_term)(wc, (double)(m[b] - v));
@@ -331,7 +331,7 @@ FCE_INLINE void S(col_ce_grad)(T *gc, fce_idx bw, const T *m, const T *kp, const
     fce_idx b;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        T e = K ? FCE_EXP(gc[b] - m[b]) : gc[b];
+        T e = K ? FCE_EXPN(gc[b] - m[b]) : gc[b];
         T v = e * kp[b] - (WS ? ks[b] * wc : (T)0);
         v = K ? v * S(cap_slope)(gc[b], cap) : v;
         gc[b] = live[b] != 0 ? v : (T)0;
@@ -399,7 +399,7 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         double l, kp, ks, gyb;
-        S(ce_index_finish)((double)m[b], (double)(m[b] - xy[b]), (double)FCE_EXP(xy[b] - m[b]), r[b],
+        S(ce_index_finish)((double)m[b], (double)(m[b] - xy[b]), (double)FCE_EXPN(xy[b] - m[b]), r[b],
                            wd[b], wyv[b], gy[b], keep, spread, W, zl, O, &l, &kp, &ks, &gyb);
         loss[b] = (liv[b] != 0.0 ? l : 0.0) + bad[b];
         kpt[b] = (T)kp; kst[b] = (T)ks; gy[b] = gyb;
@@ -444,7 +444,7 @@ FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     for (b = 0; b < bw; b++)
         xy[b] = yc[b] >= 0 ? xt[(fce_idx)yc[b] * st + b] : m[b];
     _Pragma("omp simd")
-    for (b = 0; b < bw; b++) ey[b] = FCE_EXP(xy[b] - m[b]);
+    for (b = 0; b < bw; b++) ey[b] = FCE_EXPN(xy[b] - m[b]);
     /* float32: the exps of FCE_COL_BLK classes are summed per column in float, then widened
      * once into the double sum r (widening and adding into r[b] per class was a third of this
      * pass at C = 10).  The terms are positive, so a block adds at most 3 roundings of 2^-24
@@ -460,7 +460,7 @@ FCE_INLINE void S(ce_plain_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
             const T cf = (T)c;
             _Pragma("omp simd")
             for (b = 0; b < bw; b++) {
-                T e = FCE_EXP(xc[b] - m[b]);
+                T e = FCE_EXPN(xc[b] - m[b]);
                 if (G) gc[b] = e;
                 part[b] += cf == yc[b] ? (T)0 : e;
             }
@@ -549,7 +549,7 @@ FCE_INLINE void S(ce_index_c2)(const T *x, fce_idx bw, fce_idx soff, const fce_c
         /* a +inf logit: NaN, as log_softmax (and the general path) give for an infinite max */
         d = x0 == (T)INFINITY || x1 == (T)INFINITY ? (T)NAN : d;
         T ad = d < 0 ? -d : d;
-        T e = FCE_EXP(-ad);
+        T e = FCE_EXPN(-ad);
         T inv = 1 / (1 + e);                     /* used by the gradient only */
         T l = (d > 0 ? d : (T)0) + FCE_LOG1P01(e);
         lt[b] = live ? l : (T)0;                 /* dead rows: 0, plus NaN below if out of range */
@@ -600,7 +600,7 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
         _Pragma("omp simd")
         for (k = 0; k < FCE_LANES; k++) {
             T v = S(cap_of)(x[j + k], cap, K);
-            T e = FCE_EXP(v - m);
+            T e = FCE_EXPN(v - m);
             double one = (double)(e == (T)1);
             double kk = S(prob_k)(q[j + k], w ? w[j + k] : 1.0, keep, spread, O);
             if (ST) st[j + k] = K ? v : e;
@@ -611,7 +611,7 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
         }
     for (; j < n; j++) {
         T v = S(cap_of)(x[j], cap, K);
-        T e = FCE_EXP(v - m);
+        T e = FCE_EXPN(v - m);
         double one = (double)(e == (T)1);
         double kk = S(prob_k)(q[j], w ? w[j] : 1.0, keep, spread, O);
         if (ST) st[j] = K ? v : e;
@@ -630,7 +630,7 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
  * smoothing (SM) the distance m - v.  The single home of that formula. */
 FCE_INLINE T S(prob_elem)(T v, T qq, T m, T *pa, T *po, T *pd, T *pk, T *ps, const int SM)
 {
-    T d = m - v, e = FCE_EXP(v - m);
+    T d = m - v, e = FCE_EXPN(v - m);
     T one = e == (T)1 ? (T)1 : (T)0;
     *pa += e - one;
     *po += one;
@@ -695,7 +695,7 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
     }
     for (; j < n; j++) {
         T v = x[j];
-        T e = FCE_EXP(v - m);
+        T e = FCE_EXPN(v - m);
         double one = (double)(e == (T)1);
         if (ST) st[j] = e;
         tail += (double)e - one;
@@ -755,7 +755,7 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     double gis = g / (1.0 + rest), gKs = Kz * gis;
     _Pragma("omp simd")
     for (j = 0; j < C; j++) {
-        T e = K ? FCE_EXP(gr[j] - m) : gr[j];
+        T e = K ? FCE_EXPN(gr[j] - m) : gr[j];
         T v = S(ce_prob_grad)(e, S(prob_k)(qr[j], w ? w[j] : 1.0, keep, spread, O), Kz, rest, g,
                               gis, gKs);
         gr[j] = K ? v * S(cap_slope)(gr[j], cap) : v;
@@ -843,7 +843,7 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
         _Pragma("omp simd")
         for (b = 0; b < bw; b++) {
             T v = S(cap_of)(xc[b], cap, K);
-            T e = FCE_EXP(v - m[b]);
+            T e = FCE_EXPN(v - m[b]);
             double one = (double)(e == (T)1);
             double kk = S(prob_k)(qc[b], wc, keep, spread, O);
             if (G) gc[b] = K ? v : e;
@@ -892,7 +892,7 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
         double wc = w ? w[c] : 1.0;
         _Pragma("omp simd")
         for (b = 0; b < bw; b++) {
-            T e = K ? FCE_EXP(gc[b] - m[b]) : gc[b];
+            T e = K ? FCE_EXPN(gc[b] - m[b]) : gc[b];
             T v = S(ce_prob_grad)(e, S(prob_k)(qc[b], wc, keep, spread, O), Ks[b], rest[b], gg[b],
                                   gis[b], qd[b]);
             gc[b] = K ? v * S(cap_slope)(gc[b], cap) : v;

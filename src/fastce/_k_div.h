@@ -394,7 +394,7 @@ static void S(kl_logits_item)(const void *sv, const void *tv, fce_idx A, fce_idx
  */
 FCE_INLINE void S(ent_terms)(T xv, T m, T *e_out, T *one, T *rest, T *w)
 {
-    T e = FCE_EXP(xv - m);
+    T e = FCE_EXPN(xv - m);
     int is1 = e == (T)1;
     *one = is1 ? (T)1 : (T)0;
     *rest = is1 ? (T)0 : e;
@@ -618,7 +618,7 @@ static void S(topk_rank_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, f
 FCE_INLINE T S(focal_one)(T xv, T yv, T at, T gamma, T gsv, T *g, const int GK)
 {
     T av = xv < 0 ? -xv : xv;
-    T e = FCE_EXP(-av);
+    T e = FCE_EXPN(-av);
     T inv = 1 / (1 + e);
     T sp = FCE_LOG1P01(e);                            /* log1p(e), e in [0, 1] */
     T coef = xv >= 0 ? 1 - yv : yv;

@@ -32,16 +32,16 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
         for (; j + FCE_LANES <= n; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T v = FCE_EXP(x[j + k] - m);
+                T v = FCE_EXPN(x[j + k] - m);
                 e[j + k] = v;
                 acc[k] += (double)v;
             }
-        for (; j < n; j++) { T v = FCE_EXP(x[j] - m); e[j] = v; tail += (double)v; }
+        for (; j < n; j++) { T v = FCE_EXPN(x[j] - m); e[j] = v; tail += (double)v; }
     } else {
         for (; j + FCE_LANES <= n; j += FCE_LANES)
             _Pragma("omp simd")
-            for (k = 0; k < FCE_LANES; k++) acc[k] += (double)FCE_EXP(x[j + k] - m);
-        for (; j < n; j++) tail += (double)FCE_EXP(x[j] - m);
+            for (k = 0; k < FCE_LANES; k++) acc[k] += (double)FCE_EXPN(x[j + k] - m);
+        for (; j < n; j++) tail += (double)FCE_EXPN(x[j] - m);
     }
     return fce_combine_lanes(acc) + tail;
 }
@@ -94,7 +94,7 @@ FCE_INLINE void S(lanes_sumexp)(const T *x, fce_idx len, T m, double *acc, T *st
         for (; j + FCE_LANES <= len; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T e = FCE_EXP(x[j + k] - m);
+                T e = FCE_EXPN(x[j + k] - m);
                 if (ST) st[j + k] = e;
                 acc[k] += (double)e;
             }
@@ -106,7 +106,7 @@ FCE_INLINE void S(lanes_sumexp)(const T *x, fce_idx len, T m, double *acc, T *st
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T e = FCE_EXP(x[j + k] - m);
+                T e = FCE_EXPN(x[j + k] - m);
                 if (ST) st[j + k] = e;
                 part[k] += e;
             }
@@ -125,7 +125,7 @@ FCE_INLINE void S(lanes_sumexp_skip)(const T *x, fce_idx len, T m, fce_idx skip,
     S(lanes_sumexp)(x, js, m, acc, st, ST);
     _Pragma("omp simd")
     for (k = 0; k < FCE_LANES; k++) {
-        T e = FCE_EXP(x[js + k] - m);
+        T e = FCE_EXPN(x[js + k] - m);
         if (ST) st[js + k] = e;
         acc[k] += js + k == skip ? 0.0 : (double)e;
     }
@@ -174,7 +174,7 @@ FCE_INLINE double S(row_max_sumexp)(const T *x, fce_idx n, fce_idx skip, T *mo, 
         else
             S(lanes_sumexp)(xb, vl, Mc, acc, ST ? st + b0 : NULL, ST);
         for (j = vl; j < len; j++) {         /* the row's last < FCE_LANES elements */
-            T e = FCE_EXP(xb[j] - Mc);
+            T e = FCE_EXPN(xb[j] - Mc);
             if (ST) st[b0 + j] = e;
             tail += b0 + j == skip ? 0.0 : (double)e;
         }
@@ -264,7 +264,7 @@ FCE_INLINE void S(col_sumexp_class)(const T *xc, fce_idx bw, const T *m, T *pr, 
     fce_idx b;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        T v = FCE_EXP(xc[b] - m[b]);
+        T v = FCE_EXPN(xc[b] - m[b]);
         T one = v == (T)1 ? (T)1 : (T)0;
         if (ST) ec[b] = v;
         pr[b] += v - one;

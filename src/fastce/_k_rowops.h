@@ -5,8 +5,18 @@
  */
 
 
-/* torch.logsumexp semantics: an infinite max is not subtracted (so all -inf -> -inf,
- * any +inf -> +inf) */
+/* torch.logsumexp semantics: an infinite max is not subtracted, so a row of -inf gives -inf and
+ * a row holding +inf gives +inf (NaN if it also holds a NaN).  The sums take fce_expn of x - m,
+ * which needs x - m <= 43: a -inf max is replaced by 0 (every term is then exp(-inf) = 0, or
+ * NaN), and a +inf max is answered without the sum (lse_of_inf_max). */
+FCE_INLINE T S(lse_of_inf_max)(const T *x, fce_idx n, fce_idx stride)
+{
+    fce_idx j;
+    for (j = 0; j < n; j++)
+        if (x[j * stride] != x[j * stride]) return (T)NAN;
+    return (T)INFINITY;
+}
+
 static void S(lse_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx item, void *ov)
 {
     const T *x = (const T *)xv; T *out = (T *)ov;
@@ -14,17 +24,30 @@ static void S(lse_item)(const void *xv, fce_idx A, fce_idx C, fce_idx B, fce_idx
     fce_idx b, st;
     if (it.kind == FCE_ROW) {
         T m = S(row_max)(x + it.off, C);
-        if (isinf(m)) m = 0;
+        if (m == (T)INFINITY) {
+            out[it.soff] = S(lse_of_inf_max)(x + it.off, C, 1);
+            return;
+        }
+        if (m == -(T)INFINITY) m = 0;
         double s = S(row_sumexp)(x + it.off, C, m, NULL);
         out[it.soff] = (T)((double)m + fce_log1p_d(S(row_rest)(x + it.off, C, m, s, 0)));
     } else {
         T m[FCE_TILE], buf[FCE_SMALL_C * FCE_TILE]; double s[FCE_TILE];
+        unsigned char pinf[FCE_TILE];
+        int any_pinf = 0;
         const T *xt = S(cols_view)(x, C, B, it, buf, &st);
         S(col_max)(xt, C, st, it.bw, m);
-        for (b = 0; b < it.bw; b++) m[b] = isinf(m[b]) ? (T)0 : m[b];
+        for (b = 0; b < it.bw; b++) {
+            pinf[b] = m[b] == (T)INFINITY;
+            any_pinf |= pinf[b];
+            m[b] = isinf(m[b]) ? (T)0 : m[b];   /* a +inf column's sum is replaced below */
+        }
         S(col_sumexp)(xt, C, st, it.bw, m, s, NULL, 0);
         _Pragma("omp simd")
         for (b = 0; b < it.bw; b++) out[it.soff + b] = (T)((double)m[b] + fce_log1p_d(s[b]));
+        if (any_pinf)
+            for (b = 0; b < it.bw; b++)
+                if (pinf[b]) out[it.soff + b] = S(lse_of_inf_max)(xt + b, C, st);
     }
 }
 

@@ -14,6 +14,7 @@
 #define FCE_T float
 #define FCE_SUF(name) FCE_CAT3(name, f, FCE_ISA_TAG)
 #define FCE_EXP FCE_SIMD_FN(fce_exp_f)
+#define FCE_EXPN FCE_SIMD_FN(fce_expn_f)
 #define FCE_LOG FCE_SIMD_FN(fce_log_f)
 #define FCE_LOG1P FCE_SIMD_FN(fce_log1p_f)
 #define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_f)
@@ -23,6 +24,7 @@
 #undef FCE_T
 #undef FCE_SUF
 #undef FCE_EXP
+#undef FCE_EXPN
 #undef FCE_LOG
 #undef FCE_LOG1P
 #undef FCE_LOG1P01
@@ -32,6 +34,7 @@
 #define FCE_T double
 #define FCE_SUF(name) FCE_CAT3(name, d, FCE_ISA_TAG)
 #define FCE_EXP FCE_SIMD_FN(fce_exp_d)
+#define FCE_EXPN FCE_SIMD_FN(fce_expn_d)
 #define FCE_LOG FCE_SIMD_FN(fce_log_d)
 #define FCE_LOG1P FCE_SIMD_FN(fce_log1p_d)
 #define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_d)
@@ -41,6 +44,7 @@
 #undef FCE_T
 #undef FCE_SUF
 #undef FCE_EXP
+#undef FCE_EXPN
 #undef FCE_LOG
 #undef FCE_LOG1P
 #undef FCE_LOG1P01
