@@ -29,6 +29,7 @@ OPTIONS = {
     "softcap": dict(softcap=2.5),
     "softcap-all": dict(softcap=1.7, weight=True, ignore=True, label_smoothing=0.1, z_loss=0.02),
     "prob": dict(prob=True),
+    "prob-weight": dict(prob=True, weight=True),    # the T-lane passes with class weights
     "prob-weight-smooth": dict(prob=True, weight=True, label_smoothing=0.25),
     "prob-softcap-z": dict(prob=True, softcap=2.0, z_loss=0.01),
 }
@@ -91,7 +92,8 @@ def test_path_matches_torch(path, opt, dtype, rng, torch, F):
     np.testing.assert_array_equal(loss_only, loss)
 
 
-@pytest.mark.parametrize("opt", ["plain", "softcap-all", "prob-softcap-z", "prob-weight-smooth"])
+@pytest.mark.parametrize("opt", ["plain", "softcap-all", "prob-softcap-z", "prob-weight",
+                                 "prob-weight-smooth"])
 @pytest.mark.parametrize("path", ["row", "block", "c2", "c2-multi-block", "column", "multi-tile"])
 def test_path_finite_differences(path, opt, rng):
     x, t, kw = _case(rng, path, opt, np.float64, scale=1.5)
@@ -223,6 +225,25 @@ def test_prob_target_infinite_weight_of_empty_class(path, rng):
     np.testing.assert_array_equal(loss, loss2)
     np.testing.assert_array_equal(g, g2)
     assert np.all(np.isfinite(loss))
+
+
+@pytest.mark.parametrize("path", PATH_IDS)
+def test_prob_target_weights_beyond_float32_range_of_products(path, rng):
+    # float32 logits with class weights above 2^64 take the double path (their products with
+    # q and the logit distances could overflow in float32), weights at or below it the float32
+    # passes: the loss is linear in the weights, so both must agree after scaling
+    shape, axis, C = path_case(path)
+    x = (rng.standard_normal(shape) * 3).astype(np.float32)
+    z = np.moveaxis(rng.random(shape), axis, -1)
+    q = np.moveaxis(z / z.sum(-1, keepdims=True), -1, axis).astype(np.float32)
+    w = rng.uniform(0.5, 2.0, C)
+    big = 2.0 ** 70
+    loss, g = fastce.cross_entropy(x, q, weight=w, axis=axis, reduction="none", return_grad=True)
+    lb, gb = fastce.cross_entropy(x, q, weight=w * big, axis=axis, reduction="none",
+                                  return_grad=True, grad_output=np.float32(1 / big))
+    assert np.all(np.isfinite(lb)) and np.all(np.isfinite(gb))
+    np.testing.assert_allclose(lb / big, loss, rtol=2e-6)
+    np.testing.assert_allclose(gb, g, rtol=2e-5, atol=1e-7)
 
 
 # ------------------------------------------------------------------ issue 8 (3): softcap padding

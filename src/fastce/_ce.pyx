@@ -10,6 +10,7 @@ take the dtype code).
 from cython.parallel cimport prange
 from libc.stdint cimport int64_t
 cimport numpy as cnp
+import numpy as np
 from ._kernels cimport *
 
 include "_buffers.pxi"
@@ -83,6 +84,12 @@ def cross_entropy_prob(x, q, weight, double label_smoothing, Py_ssize_t A, Py_ss
     a.loss = <double *>_ptr(loss, cnp.NPY_FLOAT64, ns, True)
     a.gscale = <const double *>_optr(gscale, cnp.NPY_FLOAT64, ns, False)
     a.gcoef = gcoef; a.zl = z_loss; a.cap = softcap
+    # The weights in x's dtype for the T-lane passes (products w_c q_c in T), unless one is so
+    # large that they could overflow there: then the double path (a.wt = NULL).
+    wt = None
+    if weight is not None and np.all(np.abs(weight) <= 2.0 ** 64):
+        wt = np.ascontiguousarray(weight, dtype=x.dtype)
+    a.wt = _optr(wt, tn, C, False)
     with nogil:
         if nthreads <= 1:          # (no OpenMP region for one thread, see run_ce_index)
             for i in range(n):

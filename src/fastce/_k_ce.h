@@ -626,8 +626,9 @@ FCE_INLINE void S(row_prob_pass)(const T *x, const T *q, fce_idx n, T m, T *st, 
 }
 
 /* One element of the T-lane probability passes (rows and column tiles alike): e = exp(v - m)
- * (returned), the ones counted apart, q (m - v) with wdist_term's zero rule, q, and under
- * smoothing (SM) the distance m - v.  The single home of that formula. */
+ * (returned), the ones counted apart, qq (m - v) with wdist_term's zero rule, qq, and under
+ * smoothing (SM) the distance m - v.  qq is q, or w q under class weights (never with smoothing,
+ * see ce_prob_row).  The single home of that formula. */
 FCE_INLINE T S(prob_elem)(T v, T qq, T m, T *pa, T *po, T *pd, T *pk, T *ps, const int SM)
 {
     T d = m - v, e = FCE_EXPN(v - m);
@@ -666,9 +667,10 @@ FCE_INLINE void S(prob_smooth_sums)(double *qd, double *Ks, double dsum, double 
  * over groups of FCE_ROW_GROUP vectors and widened once per group, and a gradient pass in T
  * without a division per element.  The general pass does all of it in double lanes (4x the
  * instructions of plain class-index CE, plus a vdivpd per element in the gradient). */
-FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T *st,
-                                       double keep, double spread, double *rest, double *qd,
-                                       double *Ks, const int ST, const int SM)
+FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, const T *wt, fce_idx n, T m,
+                                       T *st, double keep, double spread, double *rest,
+                                       double *qd, double *Ks, const int ST, const int SM,
+                                       const int WT)
 {
     double acc[FCE_LANES] = {0}, ones[FCE_LANES] = {0}, dacc[FCE_LANES] = {0};
     double kacc[FCE_LANES] = {0}, sacc[FCE_LANES] = {0};
@@ -682,8 +684,8 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
         for (; j + FCE_LANES <= stop; j += FCE_LANES)
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
-                T e = S(prob_elem)(x[j + k], q[j + k], m, &pa[k], &po[k], &pd[k], &pk[k], &ps[k],
-                                   SM);
+                T e = S(prob_elem)(x[j + k], WT ? wt[j + k] * q[j + k] : q[j + k], m, &pa[k],
+                                   &po[k], &pd[k], &pk[k], &ps[k], SM);
                 if (ST) st[j + k] = e;
             }
         _Pragma("omp simd")
@@ -697,11 +699,12 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
         T v = x[j];
         T e = FCE_EXPN(v - m);
         double one = (double)(e == (T)1);
+        double qq = WT ? (double)(wt[j] * q[j]) : (double)q[j];
         if (ST) st[j] = e;
         tail += (double)e - one;
         otail += one;
-        dtail += S(wdist_term)((double)q[j], (double)(m - v));
-        ktail += (double)q[j];
+        dtail += S(wdist_term)(qq, (double)(m - v));
+        ktail += qq;
         if (SM) stail += (double)(m - v);
     }
     *rest = (fce_combine_lanes(ones) + otail - 1.0) + (fce_combine_lanes(acc) + tail);
@@ -710,9 +713,11 @@ FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, fce_idx n, T m, T
     if (SM) S(prob_smooth_sums)(qd, Ks, fce_combine_lanes(sacc) + stail, (double)n, keep, spread);
 }
 
-/* g_j = g (e_j K / s - k_j) from the stored e_j, in T (prob_grad_elem). */
-FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, double rest,
-                                       double gs, T keep, T spread, const int SM)
+/* g_j = g (e_j K / s - k_j) from the stored e_j, in T (prob_grad_elem); k_j = q_j, keep q_j +
+ * spread (SM) or w_j q_j (WT). */
+FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, const T *wt, fce_idx n, double K,
+                                       double rest, double gs, T keep, T spread, const int SM,
+                                       const int WT)
 {
     double inv = 1.0 / (1.0 + rest);
     T a = (T)(gs * K * inv), gg = (T)gs, gis = (T)(gs * inv), rt = (T)rest;
@@ -720,7 +725,8 @@ FCE_INLINE void S(row_prob_grad_plain)(T *g, const T *q, fce_idx n, double K, do
     fce_idx j;
     _Pragma("omp simd")
     for (j = 0; j < n; j++) {
-        g[j] = S(prob_grad_elem)(g[j], SM ? keep * q[j] + spread : q[j], a, gg, gis, rt, Khi, Klo);
+        T k = SM ? keep * q[j] + spread : WT ? wt[j] * q[j] : q[j];
+        g[j] = S(prob_grad_elem)(g[j], k, a, gg, gis, rt, Khi, Klo);
     }
 }
 
@@ -734,17 +740,31 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     double rest, qd, Ks, loss, Kz;
     fce_idx j;
     T m = S(cap_of)(S(row_max)(xr, C), cap, K);
-    if (!K && !w) {
-        /* no weights (smoothing and z-loss allowed): k_j = keep q_j + spread formed in T */
-        int sm = O && spread != 0.0;
-        if (sm) S(row_prob_pass_plain)(xr, qr, C, m, gr, keep, spread, &rest, &qd, &Ks, G, 1);
-        else S(row_prob_pass_plain)(xr, qr, C, m, gr, 1.0, 0.0, &rest, &qd, &Ks, G, 0);
+    /* The T-lane passes: no softcap, and class weights only without smoothing (k_j = w_j q_j
+     * formed in T, and K = sum_j k_j of those same values, so K - k_j is exact where it must be,
+     * e.g. 0 for C = 1).  With both, K's linear form keep sum w q + spread sum w (see
+     * prob_smooth_sums) would not match the k_j formed in T to the last bit: the double path. */
+    int sm = O && spread != 0.0;
+    const T *wt = w && !sm ? (const T *)a->wt : NULL;
+    if (!K && (!w || wt)) {
+#define FCE_PROB_PASS(SM, WT) \
+        S(row_prob_pass_plain)(xr, qr, wt, C, m, gr, SM ? keep : 1.0, SM ? spread : 0.0, \
+                               &rest, &qd, &Ks, G, SM, WT)
+        if (sm) FCE_PROB_PASS(1, 0);
+        else if (wt) FCE_PROB_PASS(0, 1);
+        else FCE_PROB_PASS(0, 0);
+#undef FCE_PROB_PASS
         S(ce_prob_finish)((double)m, rest, qd, Ks, O ? a->zl : 0.0, O, &loss, &Kz);
         a->loss[sidx] = loss;
         if (!G) return;
         double gs = a->gcoef * (a->gscale ? a->gscale[sidx] : 1.0);
-        if (sm) S(row_prob_grad_plain)(gr, qr, C, Kz, rest, gs, (T)keep, (T)spread, 1);
-        else S(row_prob_grad_plain)(gr, qr, C, Kz, rest, gs, (T)1, (T)0, 0);
+#define FCE_PROB_GRAD(SM, WT) \
+        S(row_prob_grad_plain)(gr, qr, wt, C, Kz, rest, gs, SM ? (T)keep : (T)1, \
+                               SM ? (T)spread : (T)0, SM, WT)
+        if (sm) FCE_PROB_GRAD(1, 0);
+        else if (wt) FCE_PROB_GRAD(0, 1);
+        else FCE_PROB_GRAD(0, 0);
+#undef FCE_PROB_GRAD
         return;
     }
     S(row_prob_pass)(xr, qr, C, m, gr, cap, w, keep, spread, &rest, &qd, &Ks, G, K, O);
@@ -765,29 +785,30 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
 /* One class of the probability-target column pass without class weights or softcap: the sums
  * of row_prob_pass_plain in T (the distances too under smoothing, SM), widened by the caller
  * every FCE_COL_SPAN classes. */
-FCE_INLINE void S(col_prob_class_plain)(const T *xc, const T *qc, fce_idx bw, const T *m, T *gc,
-                                        T *pa, T *po, T *pd, T *pk, T *ps, const int ST,
-                                        const int SM)
+FCE_INLINE void S(col_prob_class_plain)(const T *xc, const T *qc, T wc, fce_idx bw, const T *m,
+                                        T *gc, T *pa, T *po, T *pd, T *pk, T *ps, const int ST,
+                                        const int SM, const int WT)
 {
     fce_idx b;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        T e = S(prob_elem)(xc[b], qc[b], m[b], &pa[b], &po[b], &pd[b], &pk[b], &ps[b], SM);
+        T e = S(prob_elem)(xc[b], WT ? wc * qc[b] : qc[b], m[b], &pa[b], &po[b], &pd[b], &pk[b],
+                           &ps[b], SM);
         if (ST) gc[b] = e;
     }
 }
 
 /* The matching gradient of one class, in T (see row_prob_grad_plain): a = g K / s, gg = g,
  * gis = g / s, rt = rest, K = Khi + Klo per column. */
-FCE_INLINE void S(col_prob_grad_plain)(T *gc, const T *qc, fce_idx bw, const T *a, const T *gg,
-                                       const T *gis, const T *rt, const T *Khi, const T *Klo,
-                                       T keep, T spread, const int SM)
+FCE_INLINE void S(col_prob_grad_plain)(T *gc, const T *qc, T wc, fce_idx bw, const T *a,
+                                       const T *gg, const T *gis, const T *rt, const T *Khi,
+                                       const T *Klo, T keep, T spread, const int SM, const int WT)
 {
     fce_idx b;
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
-        gc[b] = S(prob_grad_elem)(gc[b], SM ? keep * qc[b] + spread : qc[b], a[b], gg[b], gis[b],
-                                  rt[b], Khi[b], Klo[b]);
+        T k = SM ? keep * qc[b] + spread : WT ? wc * qc[b] : qc[b];
+        gc[b] = S(prob_grad_elem)(gc[b], k, a[b], gg[b], gis[b], rt[b], Khi[b], Klo[b]);
     }
 }
 
@@ -809,7 +830,9 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
         m[b] = S(cap_of)(m[b], cap, K);
         rest[b] = 0.0; ones[b] = 0.0; qd[b] = 0.0; Ks[b] = 0.0;
     }
-    int plain = !K && !w, sm = O && spread != 0.0;
+    int sm = O && spread != 0.0;
+    const T *wt = w && !sm ? (const T *)a->wt : NULL;      /* see ce_prob_row */
+    int plain = !K && (!w || wt);
     T keepT = (T)keep, spreadT = (T)spread;
     for (b = 0; b < bw; b++) dsum[b] = 0.0;
     for (c0 = 0; plain && c0 < C; c0 = c1) {
@@ -819,11 +842,11 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
         for (c = c0; c < c1; c++) {
             const T *xc = xt + c * st, *qc = qt + c * st;
             T *gc = G ? gt + c * st : NULL;
-#define FCE_PROB_CLASS(ST, SM) \
-            S(col_prob_class_plain)(xc, qc, bw, m, gc, pa, po, pd, pk, ps, ST, SM)
-            if (G && sm) FCE_PROB_CLASS(1, 1);
-            else if (G) FCE_PROB_CLASS(1, 0);
-            else if (sm) FCE_PROB_CLASS(0, 1);
+            T wc = wt ? wt[c] : (T)1;
+#define FCE_PROB_CLASS(SM, WT) \
+            S(col_prob_class_plain)(xc, qc, wc, bw, m, gc, pa, po, pd, pk, ps, G, SM, WT)
+            if (sm) FCE_PROB_CLASS(1, 0);
+            else if (wt) FCE_PROB_CLASS(0, 1);
             else FCE_PROB_CLASS(0, 0);
 #undef FCE_PROB_CLASS
         }
@@ -880,10 +903,14 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
         }
         for (c = 0; c < C; c++) {
             T *gc = gt + c * st; const T *qc = qt + c * st;
-            if (sm)
-                S(col_prob_grad_plain)(gc, qc, bw, aT, ggT, gisT, rT, Khi, Klo, keepT, spreadT, 1);
-            else
-                S(col_prob_grad_plain)(gc, qc, bw, aT, ggT, gisT, rT, Khi, Klo, keepT, spreadT, 0);
+            T wc = wt ? wt[c] : (T)1;
+#define FCE_PROB_GRAD(SM, WT) \
+            S(col_prob_grad_plain)(gc, qc, wc, bw, aT, ggT, gisT, rT, Khi, Klo, keepT, spreadT, \
+                                   SM, WT)
+            if (sm) FCE_PROB_GRAD(1, 0);
+            else if (wt) FCE_PROB_GRAD(0, 1);
+            else FCE_PROB_GRAD(0, 0);
+#undef FCE_PROB_GRAD
         }
         return;
     }

@@ -93,6 +93,9 @@ typedef struct {
 typedef struct {
     const void *q; const double *w; double eps; double *loss; const double *gscale; double gcoef;
     double zl; double cap;
+    /* the class weights again in the logits' dtype, set when every |w_c| <= 2^64, so the T-lane
+     * passes can form w_c q_c without overflow; NULL sends weighted calls to the double path */
+    const void *wt;
 } fce_ce_prob_args;
 
 /* Elementwise binary losses; y, w, pw, loss, gscale have the logits' dtype. */

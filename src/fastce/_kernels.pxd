@@ -41,6 +41,7 @@ cdef extern from "_kernels.h" nogil:
         double gcoef
         double zl
         double cap
+        const void *wt
     void fce_ce_prob_item(int dt, const void *x, fce_idx A, fce_idx C, fce_idx B, fce_idx item, const fce_ce_prob_args *a, void *grad)
     void fce_count_ignored(const int64_t *t, fce_idx n, int64_t ign, int64_t C, fce_idx *result)
     void fce_widen_targets(const int32_t *src, fce_idx n, int64_t *dst)
