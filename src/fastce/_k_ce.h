@@ -308,18 +308,24 @@ FCE_INLINE void S(ce_index_row)(const T *xr, fce_idx C, fce_idx sidx, const fce_
 
 /* ------------------------------------------------------------------ class indices, columns */
 
-/* Loss pass of one class over bw columns (see row_ce_pass). */
-FCE_INLINE void S(col_ce_pass)(const T *xc, fce_idx c, fce_idx bw, const T *m, const int64_t *yy,
-                               T *gc, T cap, double wc, T *r, double *wd, const int ST,
-                               const int K, const int WD)
+/* Loss pass of one class over bw columns (see row_ce_pass).  The target is left out of r by
+ * comparing the class number with yc in T (YT: exact for C <= 2^24, and no int64 lanes in the
+ * loop, see tile_targets) or with the int64 yy.  WD = 1 (class weights) adds w_c (m - x'_c) to wd
+ * in double; WD = 2 (smoothing without weights) adds m - x'_c to the T partial dp, which the
+ * caller widens with the exps (a double term per element kept this loop 1.4x plain CE). */
+FCE_INLINE void S(col_ce_pass)(const T *xc, fce_idx c, fce_idx bw, const T *m, const T *yc,
+                               const int64_t *yy, T *gc, T cap, double wc, T *r, double *wd,
+                               T *dp, const int ST, const int K, const int WD, const int YT)
 {
+    const T cf = (T)c;
     fce_idx b;
     for (b = 0; b < bw; b++) {
         T v = S(cap_of)(xc[b], cap, K);
         T e = FCE_EXPN(v - m[b]);
         if (ST) gc[b] = K ? v : e;
-        r[b] += c == yy[b] ? (T)0 : e;
-        if (WD) wd[b] += S(wdist_term)(wc, (double)(m[b] - v));
+        r[b] += (YT ? cf == yc[b] : c == yy[b]) ? (T)0 : e;
+        if (WD == 1) wd[b] += S(wdist_term)(wc, (double)(m[b] - v));
+        if (WD == 2) dp[b] += m[b] - v;
     }
 }
 
@@ -352,11 +358,13 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     int64_t ignore = a->ignore;
     int wdon = O && spread != 0.0;
     T cap = K ? (T)a->cap : (T)1;
-    T m[FCE_TILE], xy[FCE_TILE], live[FCE_TILE], kpt[FCE_TILE], kst[FCE_TILE];
+    T m[FCE_TILE], xy[FCE_TILE], live[FCE_TILE], kpt[FCE_TILE], kst[FCE_TILE], yc[FCE_TILE];
     double r[FCE_TILE], wd[FCE_TILE], gy[FCE_TILE], liv[FCE_TILE], bad[FCE_TILE], wyv[FCE_TILE];
     int64_t yy[FCE_TILE];
     fce_idx c, c0, c1, b;
+    int yt = C <= ((fce_idx)1 << 24);             /* the class test in T is exact (col_ce_pass) */
     S(col_max)(xt, C, st, bw, m);
+    S(tile_targets)(tg, bw, ignore, C, yc, bad);
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         int64_t y = tg[b];
@@ -366,7 +374,6 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
         int out_of_range = !ign && (uint64_t)y >= (uint64_t)C;
         yy[b] = ign || out_of_range ? -1 : y;  /* -1 never matches a class below */
         liv[b] = ign || out_of_range ? 0.0 : 1.0;
-        bad[b] = out_of_range ? NAN : 0.0;
     }
     /* gather the targets before an in-place gradient overwrites them; class 0 stands in for
      * ignored samples (C == 0: there is no class to read) */
@@ -379,17 +386,26 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     }
     /* the exps summed in T over FCE_COL_SPAN classes, then widened (see FCE_COL_BLK) */
     for (c0 = 0; c0 < C; c0 = c1) {
-        T pr[FCE_TILE];
+        T pr[FCE_TILE], pd[FCE_TILE];
         c1 = c0 + FCE_COL_SPAN(T, C) < C ? c0 + FCE_COL_SPAN(T, C) : C;
-        for (b = 0; b < bw; b++) pr[b] = 0;
+        for (b = 0; b < bw; b++) { pr[b] = 0; pd[b] = 0; }
         for (c = c0; c < c1; c++) {
             const T *xc = xt + c * st;
             T *gc = G ? gt + c * st : NULL;
             double wc = w ? w[c] : 1.0;
-            if (wdon) S(col_ce_pass)(xc, c, bw, m, yy, gc, cap, wc, pr, wd, G, K, 1);
-            else S(col_ce_pass)(xc, c, bw, m, yy, gc, cap, wc, pr, wd, G, K, 0);
+#define FCE_COL_PASS(WD) \
+            do { \
+                if (yt) S(col_ce_pass)(xc, c, bw, m, yc, yy, gc, cap, wc, pr, wd, pd, G, K, WD, 1); \
+                else S(col_ce_pass)(xc, c, bw, m, yc, yy, gc, cap, wc, pr, wd, pd, G, K, WD, 0); \
+            } while (0)
+            if (wdon && w) FCE_COL_PASS(1);
+            else if (wdon) FCE_COL_PASS(2);
+            else FCE_COL_PASS(0);
+#undef FCE_COL_PASS
         }
         for (b = 0; b < bw; b++) r[b] += (double)pr[b];
+        if (wdon && !w)
+            for (b = 0; b < bw; b++) wd[b] += (double)pd[b];
     }
     /* the gradient scale first: a conditional load would keep the loop below from vectorising */
     if (gsc)
