@@ -395,8 +395,10 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
             double wc = w ? w[c] : 1.0;
 #define FCE_COL_PASS(WD) \
             do { \
-                if (yt) S(col_ce_pass)(xc, c, bw, m, yc, yy, gc, cap, wc, pr, wd, pd, G, K, WD, 1); \
-                else S(col_ce_pass)(xc, c, bw, m, yc, yy, gc, cap, wc, pr, wd, pd, G, K, WD, 0); \
+                if (yt) \
+                    S(col_ce_pass)(xc, c, bw, m, yc, yy, gc, cap, wc, pr, wd, pd, G, K, WD, 1); \
+                else \
+                    S(col_ce_pass)(xc, c, bw, m, yc, yy, gc, cap, wc, pr, wd, pd, G, K, WD, 0); \
             } while (0)
             if (wdon && w) FCE_COL_PASS(1);
             else if (wdon) FCE_COL_PASS(2);
@@ -415,8 +417,8 @@ FCE_INLINE void S(ce_index_cols)(const T *xt, fce_idx C, fce_idx st, fce_idx bw,
     _Pragma("omp simd")
     for (b = 0; b < bw; b++) {
         double l, kp, ks, gyb;
-        S(ce_index_finish)((double)m[b], (double)(m[b] - xy[b]), (double)FCE_EXPN(xy[b] - m[b]), r[b],
-                           wd[b], wyv[b], gy[b], keep, spread, W, zl, O, &l, &kp, &ks, &gyb);
+        S(ce_index_finish)((double)m[b], (double)(m[b] - xy[b]), (double)FCE_EXPN(xy[b] - m[b]),
+                           r[b], wd[b], wyv[b], gy[b], keep, spread, W, zl, O, &l, &kp, &ks, &gyb);
         loss[b] = (liv[b] != 0.0 ? l : 0.0) + bad[b];
         kpt[b] = (T)kp; kst[b] = (T)ks; gy[b] = gyb;
         live[b] = (T)liv[b];
@@ -677,12 +679,13 @@ FCE_INLINE void S(prob_smooth_sums)(double *qd, double *Ks, double dsum, double 
     *Ks = keep * *Ks + spread * C;
 }
 
-/* The probability-target row without class weights or softcap (k_j = q_j, or keep q_j + spread
- * under smoothing (SM), formed in T), what distillation callers run: the loss pass of
- * row_prob_pass with its four sums (rest, ones, qd, Ks; every term >= 0) kept in T per lane
- * over groups of FCE_ROW_GROUP vectors and widened once per group, and a gradient pass in T
- * without a division per element.  The general pass does all of it in double lanes (4x the
- * instructions of plain class-index CE, plus a vdivpd per element in the gradient). */
+/* The probability-target row without softcap (k_j = q_j, keep q_j + spread under smoothing (SM),
+ * or w_j q_j under class weights without smoothing (WT), formed in T), what distillation callers
+ * run: the loss pass of row_prob_pass with its four sums (rest, ones, qd, Ks; every term >= 0)
+ * kept in T per lane over groups of FCE_ROW_GROUP vectors and widened once per group, and a
+ * gradient pass in T without a division per element.  The general pass does all of it in
+ * double lanes (4x the instructions of plain class-index CE, plus a vdivpd per element in the
+ * gradient). */
 FCE_INLINE void S(row_prob_pass_plain)(const T *x, const T *q, const T *wt, fce_idx n, T m,
                                        T *st, double keep, double spread, double *rest,
                                        double *qd, double *Ks, const int ST, const int SM,
@@ -798,9 +801,9 @@ FCE_INLINE void S(ce_prob_row)(const T *xr, const T *qr, fce_idx C, fce_idx sidx
     }
 }
 
-/* One class of the probability-target column pass without class weights or softcap: the sums
- * of row_prob_pass_plain in T (the distances too under smoothing, SM), widened by the caller
- * every FCE_COL_SPAN classes. */
+/* One class of the probability-target column pass without softcap (class weight wc under WT, as
+ * the row): the sums of row_prob_pass_plain in T (the distances too under smoothing, SM), widened
+ * by the caller every FCE_COL_SPAN classes. */
 FCE_INLINE void S(col_prob_class_plain)(const T *xc, const T *qc, T wc, fce_idx bw, const T *m,
                                         T *gc, T *pa, T *po, T *pd, T *pk, T *ps, const int ST,
                                         const int SM, const int WT)

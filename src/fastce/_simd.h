@@ -343,9 +343,12 @@ FCE_INLINE double fce_log1p01_dv(double e, const int F)
          * float64 BCE-with-logits ran ~20% slower (Zen 1).  The max error is unchanged (1.44 ulp
          * on a dense [0, 1] sweep, 1.43 with Horner). */
         double e2 = e * e, e4 = e2 * e2, e8 = e4 * e4;
-        double h0 = fce_madd_d(fce_madd_d(L01_C11, e, L01_C10, F), e2, fce_madd_d(L01_C9, e, L01_C8, F), F);
-        double h1 = fce_madd_d(fce_madd_d(L01_C15, e, L01_C14, F), e2, fce_madd_d(L01_C13, e, L01_C12, F), F);
-        double h2 = fce_madd_d(fce_madd_d(L01_C19, e, L01_C18, F), e2, fce_madd_d(L01_C17, e, L01_C16, F), F);
+        double h0 = fce_madd_d(fce_madd_d(L01_C11, e, L01_C10, F), e2,
+                               fce_madd_d(L01_C9, e, L01_C8, F), F);
+        double h1 = fce_madd_d(fce_madd_d(L01_C15, e, L01_C14, F), e2,
+                               fce_madd_d(L01_C13, e, L01_C12, F), F);
+        double h2 = fce_madd_d(fce_madd_d(L01_C19, e, L01_C18, F), e2,
+                               fce_madd_d(L01_C17, e, L01_C16, F), F);
         p = fce_madd_d(fce_madd_d(L01_C20, e4, h2, F), e8, fce_madd_d(h1, e4, h0, F), F);
     } else {
         p = L01_C20;
