@@ -179,6 +179,14 @@ class BuildExt(build_ext):
             compile_args += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                              "-ffp-contract=off",
                              "-Wno-unused-function", "-Wno-unreachable-code"]
+            if identity.startswith("gcc"):
+                # GCC does not schedule instructions before register allocation on x86 (it is
+                # off by default there).  Our kernels' lane loops are fully unrolled vector
+                # loops whose copies GCC then emits one after another: each vector's exp/log
+                # polynomial is a dependent chain of ~100 cycles, and on a core whose reorder
+                # window holds about one copy (Zen 1 splits every 256-bit op in two) the copies
+                # barely overlap.  The first scheduling pass interleaves them.
+                compile_args.append("-fschedule-insns")
             if _flag("FASTCE_NATIVE"):
                 compile_args.append("-march=native")
             if _flag("FASTCE_SANITIZE"):
