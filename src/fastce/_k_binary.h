@@ -61,14 +61,21 @@ FCE_INLINE T S(bce_one)(T p, T yv, T unused, T wv, T gs, T *g, const int PW)
  * (see bin_dispatch), so each combination becomes its own branch-free vector loop.  Lanes are
  * fixed per position within a row, so the chunk sum does not depend on the ISA's vector width.
  */
-/* One element k of the chunk's current row: its loss into V, its loss / gradient stores. */
-#define FCE_BIN_ELEM(ONE, k, V)                                                                \
+/* One element k of the chunk's current row: its loss into V and, at position q of the current
+ * block, into the block buffers lb / gb, which FCE_BIN_STORE writes out once the block is done
+ * (FCE_STORE_AFTER in _kernels.h: so the block's exp/log chains overlap). */
+#define FCE_BIN_ELEM(ONE, k, q, V)                                                             \
     do {                                                                                       \
         T g_;                                                                                  \
         V = S(ONE)(xr[k], yr[k], has_pw ? pw[k] : (T)1, has_w ? wr[k] : (T)1,                  \
                    (T)(has_gs ? gcoef * (double)gsr[k] : gcoef), &g_, has_pw);                 \
-        if (has_loss) lr[k] = V;                                                               \
-        if (has_grad) gr[k] = g_;                                                              \
+        if (has_loss) lb[q] = V;                                                               \
+        if (has_grad) gb[q] = g_;                                                              \
+    } while (0)
+#define FCE_BIN_STORE(k0, cnt)                                                                 \
+    do {                                                                                       \
+        if (has_loss) FCE_STORE_AFTER(lr + (k0), lb, cnt, cnt);                                \
+        if (has_grad) FCE_STORE_AFTER(gr + (k0), gb, cnt, cnt);                                \
     } while (0)
 /* float32: FCE_BIN_BLK consecutive vectors are summed per lane in float before the lane's
  * double sum.  Widening every vector to double took ~20% of the BCE loop (an extract and two
@@ -100,31 +107,36 @@ FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const fce_bin_args *a,
         k0 = 0;                                                                                \
         if (sizeof(T) == 4)                                                                    \
             for (; k0 + FCE_BIN_BLK * FCE_LANES <= len; k0 += FCE_BIN_BLK * FCE_LANES) {      \
-                T part[FCE_LANES];                                                             \
+                T part[FCE_LANES], lb[FCE_BIN_BLK * FCE_LANES], gb[FCE_BIN_BLK * FCE_LANES];   \
                 int j;                                                                         \
                 for (l = 0; l < FCE_LANES; l++) part[l] = 0;                                   \
+                _Pragma("GCC unroll 4")                                                        \
                 for (j = 0; j < FCE_BIN_BLK; j++) {                                            \
                     _Pragma("omp simd")                                                        \
                     for (l = 0; l < FCE_LANES; l++) {                                          \
                         T v;                                                                   \
-                        FCE_BIN_ELEM(ONE, k0 + j * FCE_LANES + l, v);                          \
+                        FCE_BIN_ELEM(ONE, k0 + j * FCE_LANES + l, j * FCE_LANES + l, v);       \
                         part[l] += v;                                                          \
                     }                                                                          \
                 }                                                                              \
+                FCE_BIN_STORE(k0, FCE_BIN_BLK * FCE_LANES);                                    \
                 _Pragma("omp simd")                                                            \
                 for (l = 0; l < FCE_LANES; l++) acc[l] += (double)part[l];                     \
             }                                                                                  \
         for (; k0 + FCE_LANES <= len; k0 += FCE_LANES) {                                       \
+            T lb[FCE_LANES], gb[FCE_LANES];                                                    \
             _Pragma("omp simd")                                                                \
             for (l = 0; l < FCE_LANES; l++) {                                                  \
                 T v;                                                                           \
-                FCE_BIN_ELEM(ONE, k0 + l, v);                                                  \
+                FCE_BIN_ELEM(ONE, k0 + l, l, v);                                               \
                 acc[l] += (double)v;                                                           \
             }                                                                                  \
+            FCE_BIN_STORE(k0, FCE_LANES);                                                      \
         }                                                                                      \
         for (; k0 < len; k0++) {                                                               \
-            T v;                                                                               \
-            FCE_BIN_ELEM(ONE, k0, v);                                                          \
+            T v, lb[1], gb[1];                                                                 \
+            FCE_BIN_ELEM(ONE, k0, 0, v);                                                       \
+            FCE_BIN_STORE(k0, 1);                                                              \
             tail += (double)v;                                                                 \
         }                                                                                      \
     }                                                                                          \
@@ -135,6 +147,7 @@ FCE_BIN_CHUNK(bce_logits, bce_logits_one)
 FCE_BIN_CHUNK(bce, bce_one)
 #undef FCE_BIN_CHUNK
 #undef FCE_BIN_ELEM
+#undef FCE_BIN_STORE
 #undef FCE_BIN_BLK
 
 /* Expands to a call of CHUNK with the runtime flags turned into constants.  pos_weight is one

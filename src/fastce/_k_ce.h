@@ -160,7 +160,8 @@ FCE_INLINE T S(row_ce_one)(const T *x, fce_idx j, T m, T *st, T cap, T inv, cons
     T t = K ? FCE_TANH(x[j] * inv) : (T)0;
     T v = K ? cap * t : x[j];                   /* = cap_of(x_j) */
     T e = FCE_EXPN(v - m);
-    if (ST) st[j] = K ? (WD ? v : e * (1 - t * t)) : e;
+    /* st: element j of the store, or (row_ce_elems) of a block buffer stored afterwards */
+    if (ST) *st = K ? (WD ? v : e * (1 - t * t)) : e;
     *d = m - v;
     if (WD == 1) *wsum += S(wdist_term)(w[j], (double)(m - v));
     return e;
@@ -173,15 +174,20 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
     T inv = (T)1 / cap, part[FCE_LANES], dpart[FCE_LANES];
     fce_idx j = j0, stop, end = j0 + n;
     int k;
+    /* double: the stores after each vector block (FCE_STORE_AFTER; float measured slower so:
+     * its chains are shorter, and the buffer is a second store per element) */
+    T sb[FCE_LANES];
     if (FCE_ROW_GROUP(T) == 1) {              /* double: straight into the lanes */
-        for (; j + FCE_LANES <= end; j += FCE_LANES)
+        for (; j + FCE_LANES <= end; j += FCE_LANES) {
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
                 T d;
-                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], &d, ST, K, WD);
+                T e = S(row_ce_one)(x, j + k, m, &sb[k], cap, inv, w, &wacc[k], &d, ST, K, WD);
                 acc[k] += SK && j + k == skip ? 0.0 : (double)e;
                 if (WD == 2) wacc[k] += (double)d;
             }
+            if (ST) FCE_STORE_AFTER(st + j, sb, FCE_LANES, FCE_LANES);
+        }
         return;
     }
     /* float: the unweighted distances (WD = 2) are summed like the exps, in T over a group
@@ -194,7 +200,8 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
                 T d;
-                T e = S(row_ce_one)(x, j + k, m, st, cap, inv, w, &wacc[k], &d, ST, K, WD);
+                T e = S(row_ce_one)(x, j + k, m, ST ? st + j + k : NULL, cap, inv, w, &wacc[k], &d,
+                                    ST, K, WD);
                 part[k] += SK && j + k == skip ? (T)0 : e;
                 if (WD == 2) dpart[k] += d;
             }
@@ -225,7 +232,7 @@ FCE_INLINE double S(row_ce_pass)(const T *x, fce_idx n, T m, fce_idx skip, T *st
     }
     for (j = vl; j < n; j++) {
         T d;
-        T e = S(row_ce_one)(x, j, m, st, cap, inv, w, &wtail, &d, ST, K, WD);
+        T e = S(row_ce_one)(x, j, m, ST ? st + j : NULL, cap, inv, w, &wtail, &d, ST, K, WD);
         tail += j == skip ? 0.0 : (double)e;
         if (WD == 2) wtail += (double)d;
     }

@@ -677,15 +677,18 @@ FCE_INLINE void S(NAME##_chunk)(const T *x, fce_idx item, const fce_div_ew_args 
     (void)alpha; (void)gamma;                                                                  \
     if (stop > a->n) stop = a->n;                                                              \
     for (j = start; j + FCE_LANES <= stop; j += FCE_LANES) {                                   \
+        T lb[FCE_LANES], gb[FCE_LANES];        /* stored after the block: FCE_STORE_AFTER */   \
         _Pragma("omp simd")                                                                    \
         for (l = 0; l < FCE_LANES; l++) {                                                      \
             T g;                                                                               \
             T v = S(ONE)(x[j + l], y[j + l], P1(y[j + l]), P2,                                 \
                          has_gs ? (T)(gcoef * (double)gsc[j + l]) : gc, &g, K);                \
-            if (has_loss) loss[j + l] = v;                                                     \
-            if (has_grad) grad[j + l] = g;                                                     \
+            lb[l] = v;                                                                         \
+            gb[l] = g;                                                                         \
             acc[l] += (double)v;                                                               \
         }                                                                                      \
+        if (has_loss) FCE_STORE_AFTER(loss + j, lb, FCE_LANES, FCE_LANES);                     \
+        if (has_grad) FCE_STORE_AFTER(grad + j, gb, FCE_LANES, FCE_LANES);                     \
     }                                                                                          \
     for (; j < stop; j++) {                                                                    \
         T g;                                                                                   \

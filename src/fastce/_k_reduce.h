@@ -84,20 +84,24 @@ FCE_INLINE double S(row_sumexp)(const T *x, fce_idx n, T m, T *e)
 #define FCE_COL_SPAN(T, C) (sizeof(T) == 4 ? FCE_COL_BLK : (C))
 
 /* sum_k exp(x_k - m) over len (a multiple of FCE_LANES) elements into the lanes; with ST the
- * exps are also stored in st (which may alias x) */
+ * exps are also stored in st (which may alias x): float64 after each vector block
+ * (FCE_STORE_AFTER, _kernels.h), float as they come (its exp chain is short enough for the
+ * reorder window, and the buffer measured slower: a second store per element). */
 FCE_INLINE void S(lanes_sumexp)(const T *x, fce_idx len, T m, double *acc, T *st, const int ST)
 {
     fce_idx j = 0, stop;
     int k;
-    T part[FCE_LANES];
+    T part[FCE_LANES], sb[FCE_LANES];
     if (FCE_ROW_GROUP(T) == 1) {             /* double: straight into the lanes */
-        for (; j + FCE_LANES <= len; j += FCE_LANES)
+        for (; j + FCE_LANES <= len; j += FCE_LANES) {
             _Pragma("omp simd")
             for (k = 0; k < FCE_LANES; k++) {
                 T e = FCE_EXPN(x[j + k] - m);
-                if (ST) st[j + k] = e;
+                sb[k] = e;
                 acc[k] += (double)e;
             }
+            if (ST) FCE_STORE_AFTER(st + j, sb, FCE_LANES, FCE_LANES);
+        }
         return;
     }
     while (j + FCE_LANES <= len) {

@@ -12,6 +12,7 @@
 #endif
 
 #define FCE_T float
+#define FCE_SCHED_CE 0      /* see _kern_body.h */
 #define FCE_SUF(name) FCE_CAT3(name, f, FCE_ISA_TAG)
 #define FCE_EXP FCE_SIMD_FN(fce_exp_f)
 #define FCE_EXPN FCE_SIMD_FN(fce_expn_f)
@@ -22,6 +23,7 @@
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_f)
 #include "_kern_body.h"
 #undef FCE_T
+#undef FCE_SCHED_CE
 #undef FCE_SUF
 #undef FCE_EXP
 #undef FCE_EXPN
@@ -32,6 +34,7 @@
 #undef FCE_TANH
 
 #define FCE_T double
+#define FCE_SCHED_CE 1
 #define FCE_SUF(name) FCE_CAT3(name, d, FCE_ISA_TAG)
 #define FCE_EXP FCE_SIMD_FN(fce_exp_d)
 #define FCE_EXPN FCE_SIMD_FN(fce_expn_d)
@@ -42,6 +45,7 @@
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_d)
 #include "_kern_body.h"
 #undef FCE_T
+#undef FCE_SCHED_CE
 #undef FCE_SUF
 #undef FCE_EXP
 #undef FCE_EXPN
