@@ -174,8 +174,8 @@ FCE_INLINE void S(row_ce_elems)(const T *x, fce_idx j0, fce_idx n, T m, fce_idx 
     T inv = (T)1 / cap, part[FCE_LANES], dpart[FCE_LANES];
     fce_idx j = j0, stop, end = j0 + n;
     int k;
-    /* double: the stores after each vector block (FCE_STORE_AFTER; float measured slower so:
-     * its chains are shorter, and the buffer is a second store per element) */
+    /* double: the stores after each vector block (FCE_STORE_AFTER).  float stores as it goes:
+     * its chains are shorter, and the buffer (a second store per element) measured slower. */
     T sb[FCE_LANES];
     if (FCE_ROW_GROUP(T) == 1) {              /* double: straight into the lanes */
         for (; j + FCE_LANES <= end; j += FCE_LANES) {
