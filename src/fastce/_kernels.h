@@ -68,6 +68,17 @@ typedef ptrdiff_t fce_idx;
         else                                                                                   \
             for (q_ = 0; q_ < n_; q_++) (dst)[q_] = (buf)[q_];                                 \
     } while (0)
+/* GCC: the functions between these two are scheduled before register allocation with the
+ * register pressure weighed (-fsched-pressure; setup.py turns the pre-RA scheduler on
+ * everywhere).  For loops of several long chains whose plain interleaving runs out of vector
+ * registers; see the users for what it measured.  Nothing for other compilers. */
+#if defined(__GNUC__) && !defined(__clang__)
+#define FCE_SCHED_PRESSURE_ON _Pragma("GCC push_options") _Pragma("GCC optimize(\"sched-pressure\")")
+#define FCE_SCHED_PRESSURE_OFF _Pragma("GCC pop_options")
+#else
+#define FCE_SCHED_PRESSURE_ON
+#define FCE_SCHED_PRESSURE_OFF
+#endif
 #define FCE_TILE 64
 #define FCE_LANES 16        /* fixed accumulator lanes for deterministic sums */
 #define FCE_SMALL_C 16      /* rows of at most this many classes run in transposed blocks */
