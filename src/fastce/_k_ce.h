@@ -973,10 +973,11 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
     FCE_CE_SPEC1(NAME, 1, 1, 1, PARAMS, (FCE_UNPACK ARGS, 1, 1, 1))
 #define FCE_UNPACK(...) __VA_ARGS__
 
-/* The float32 class-index rows are scheduled after all, with register pressure weighed (the
- * rest of the float32 class-loss kernels are not; see _kern_body.h).  One thread, Zen 1: the
- * forward rows 18-23% faster (C = 1000 and 32000), softcap 6-8%, fwd+bwd rows within noise;
- * the column tiles and C = 2 measured 8-12% slower with it and keep GCC's default. */
+/* The float32 row kernels are scheduled after all, with register pressure weighed (the rest
+ * of the float32 class-loss kernels are not; see _kern_body.h).  One thread, Zen 1: class-index
+ * forward rows 18-23% faster (C = 1000 and 32000), softcap 6-8%, fwd+bwd within noise;
+ * probability targets 7-16% (label smoothing 23-28%); the column tiles and C = 2 measured
+ * 8-12% slower with it and keep GCC's default. */
 #if defined(__GNUC__) && !defined(__clang__) && !FCE_SCHED_CE
 #pragma GCC push_options
 #pragma GCC optimize("schedule-insns", "sched-pressure")
@@ -984,6 +985,10 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
 FCE_CE_SPECIALISE(ce_index_row,
                   (const T *xr, fce_idx C, fce_idx sidx, const fce_ce_args *a, T *gr),
                   (xr, C, sidx, a, gr))
+FCE_CE_SPECIALISE(ce_prob_row,
+                  (const T *xr, const T *qr, fce_idx C, fce_idx sidx, const fce_ce_prob_args *a,
+                   T *gr),
+                  (xr, qr, C, sidx, a, gr))
 #if defined(__GNUC__) && !defined(__clang__) && !FCE_SCHED_CE
 #pragma GCC pop_options
 #endif
@@ -991,10 +996,6 @@ FCE_CE_SPECIALISE(ce_index_cols,
                   (const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
                    const fce_ce_args *a, T *gt, double *loss),
                   (xt, C, st, bw, soff, a, gt, loss))
-FCE_CE_SPECIALISE(ce_prob_row,
-                  (const T *xr, const T *qr, fce_idx C, fce_idx sidx, const fce_ce_prob_args *a,
-                   T *gr),
-                  (xr, qr, C, sidx, a, gr))
 FCE_CE_SPECIALISE(ce_prob_cols,
                   (const T *xt, const T *qt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,
                    const fce_ce_prob_args *a, T *gt),
