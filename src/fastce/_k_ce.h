@@ -978,9 +978,8 @@ FCE_INLINE void S(ce_prob_cols)(const T *xt, const T *qt, fce_idx C, fce_idx st,
  * forward rows 18-23% faster (C = 1000 and 32000), softcap 6-8%, fwd+bwd within noise;
  * probability targets 7-16% (label smoothing 23-28%); the column tiles and C = 2 measured
  * 8-12% slower with it and keep GCC's default. */
-#if defined(__GNUC__) && !defined(__clang__) && !FCE_SCHED_CE
-#pragma GCC push_options
-#pragma GCC optimize("schedule-insns", "sched-pressure")
+#if !FCE_SCHED_CE
+FCE_SCHED_PRESSURE_ON
 #endif
 FCE_CE_SPECIALISE(ce_index_row,
                   (const T *xr, fce_idx C, fce_idx sidx, const fce_ce_args *a, T *gr),
@@ -989,8 +988,8 @@ FCE_CE_SPECIALISE(ce_prob_row,
                   (const T *xr, const T *qr, fce_idx C, fce_idx sidx, const fce_ce_prob_args *a,
                    T *gr),
                   (xr, qr, C, sidx, a, gr))
-#if defined(__GNUC__) && !defined(__clang__) && !FCE_SCHED_CE
-#pragma GCC pop_options
+#if !FCE_SCHED_CE
+FCE_SCHED_PRESSURE_OFF
 #endif
 FCE_CE_SPECIALISE(ce_index_cols,
                   (const T *xt, fce_idx C, fce_idx st, fce_idx bw, fce_idx soff,

@@ -17,7 +17,8 @@
 /* GCC builds schedule before register allocation (setup.py, -fschedule-insns), except the
  * float32 class-loss kernels: there it measured mixed (C = 10 forward 10% slower, softcap and
  * label smoothing 6%, plain rows 3% faster; AMD Zen 1), while float64 gained 5-35% everywhere.
- * The float32 class-index rows take it back with register pressure weighed (_k_ce.h). */
+ * The float32 row kernels (class-index and probability targets) take it back with register
+ * pressure weighed (_k_ce.h). */
 #if defined(__GNUC__) && !defined(__clang__) && !FCE_SCHED_CE
 #define FCE_NO_SCHED 1
 #pragma GCC push_options

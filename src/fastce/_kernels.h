@@ -69,11 +69,13 @@ typedef ptrdiff_t fce_idx;
             for (q_ = 0; q_ < n_; q_++) (dst)[q_] = (buf)[q_];                                 \
     } while (0)
 /* GCC: the functions between these two are scheduled before register allocation with the
- * register pressure weighed (-fsched-pressure; setup.py turns the pre-RA scheduler on
- * everywhere).  For loops of several long chains whose plain interleaving runs out of vector
- * registers; see the users for what it measured.  Nothing for other compilers. */
+ * register pressure weighed (-fschedule-insns -fsched-pressure; setup.py turns the pre-RA
+ * scheduler on everywhere, and this also takes it back inside a region that turned it off).
+ * For loops of several long chains whose plain interleaving runs out of vector registers; see
+ * the users for what it measured.  Nothing for other compilers. */
 #if defined(__GNUC__) && !defined(__clang__)
-#define FCE_SCHED_PRESSURE_ON _Pragma("GCC push_options") _Pragma("GCC optimize(\"sched-pressure\")")
+#define FCE_SCHED_PRESSURE_ON                                                                  \
+    _Pragma("GCC push_options") _Pragma("GCC optimize(\"schedule-insns\", \"sched-pressure\")")
 #define FCE_SCHED_PRESSURE_OFF _Pragma("GCC pop_options")
 #else
 #define FCE_SCHED_PRESSURE_ON
