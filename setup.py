@@ -179,13 +179,15 @@ class BuildExt(build_ext):
             compile_args += ["-O3", "-fno-math-errno", "-fno-trapping-math", "-fopenmp-simd",
                              "-ffp-contract=off",
                              "-Wno-unused-function", "-Wno-unreachable-code"]
-            if identity.startswith("gcc"):
+            if identity.startswith("gcc") and not _flag("FASTCE_SANITIZE"):
                 # GCC does not schedule instructions before register allocation on x86 (it is
                 # off by default there).  Our kernels' lane loops are fully unrolled vector
                 # loops whose copies GCC then emits one after another: each vector's exp/log
                 # polynomial is a dependent chain of ~100 cycles, and on a core whose reorder
                 # window holds about one copy (Zen 1 splits every 256-bit op in two) the copies
-                # barely overlap.  The first scheduling pass interleaves them.
+                # barely overlap.  The first scheduling pass interleaves them.  Not for the
+                # sanitizer build, which is for finding memory errors, not speed: the pass cost
+                # it a minute of CI (232 s against 166 s on a Zen 1 core).
                 compile_args.append("-fschedule-insns")
             if _flag("FASTCE_NATIVE"):
                 compile_args.append("-march=native")

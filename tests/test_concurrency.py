@@ -185,21 +185,30 @@ def test_gil_released_during_kernels(kernel, nthreads):
 
     If the GIL were held for the whole kernel, no tick could happen inside the call.
     """
+    rng = np.random.default_rng(1)
+    # Calls of up to 64000 x 1000 are built by repeating one random 1000 x 1000 block: the data
+    # only has to be valid input, and drawing 2 x 64M fresh normals per size took seconds.
+    block = rng.standard_normal((1000, 1000), dtype=np.float32)
+    pblock = rng.random((1000, 1000), dtype=np.float32)
+
     def make_call(rows):
-        rng = np.random.default_rng(1)
-        x = rng.standard_normal((rows, 1000)).astype(np.float32)
-        t = rng.integers(0, 1000, size=rows)
-        y = rng.random(x.shape).astype(np.float32)
-        x3 = x.reshape(rows // 100, 100, 1000)
-        t3 = rng.integers(0, 100, size=(rows // 100, 1000))
-        return {
-            "log_softmax": lambda: fastce.log_softmax(x, out=np.empty_like(x)),
-            "cross_entropy": lambda: fastce.cross_entropy(x, t, return_grad=True),
-            "cross_entropy_cols": lambda: fastce.cross_entropy(x3, t3, axis=1, return_grad=True),
-            "bce_with_logits": lambda: fastce.binary_cross_entropy_with_logits(x, y, return_grad=True),
-            "softmax_vjp": lambda: fastce.softmax_vjp(y, x),
-            "logsumexp": lambda: fastce.logsumexp(x),
-        }[kernel]
+        x = np.resize(block, (rows, 1000))
+        if kernel == "log_softmax":
+            return lambda: fastce.log_softmax(x, out=np.empty_like(x))
+        if kernel == "cross_entropy":
+            t = rng.integers(0, 1000, size=rows)
+            return lambda: fastce.cross_entropy(x, t, return_grad=True)
+        if kernel == "cross_entropy_cols":
+            x3 = x.reshape(rows // 100, 100, 1000)
+            t3 = rng.integers(0, 100, size=(rows // 100, 1000))
+            return lambda: fastce.cross_entropy(x3, t3, axis=1, return_grad=True)
+        if kernel == "logsumexp":
+            return lambda: fastce.logsumexp(x)
+        y = np.resize(pblock, (rows, 1000))
+        if kernel == "bce_with_logits":
+            return lambda: fastce.binary_cross_entropy_with_logits(x, y, return_grad=True)
+        assert kernel == "softmax_vjp"
+        return lambda: fastce.softmax_vjp(y, x)
 
     with threadpoolctl.threadpool_limits(nthreads):
         # One call must last long enough (>= 60 ms) for the ticker to be scheduled inside it:
