@@ -1,4 +1,4 @@
-"""ULP accuracy of every elementary function of _simd.h (exp, log, log1p, tanh; float32 and
+"""ULP accuracy of every elementary function of _simd.h (exp, log, log1p, log1m, tanh; float32 and
 float64), over dense sweeps and edge inputs, against a higher-precision reference: float64 NumPy
 for the float32 functions, np.longdouble (x87 80-bit on x86-64) for the float64 functions.
 
@@ -14,7 +14,7 @@ HAVE_LONGDOUBLE = np.finfo(np.longdouble).nmant >= 63
 
 # name -> (max ulp float32, max ulp float64), as stated in _simd.h
 BOUNDS = {"exp": (1.0, 1.1), "log": (2.0, 2.0), "log1p": (2.5, 2.5), "tanh": (2.0, 4.5),
-          "log1p01": (1.7, 1.7), "expn": (1.0, 1.1)}
+          "log1p01": (1.7, 1.7), "expn": (1.0, 1.1), "log1m": (1.7, 2.1)}
 # fce_expn's domain (the kernels' exp of a difference from a max, or of -|x|): x <= this, or NaN
 EXPN_TOP = {np.float32: 43.0, np.float64: 664.0}
 
@@ -22,7 +22,7 @@ EXPN_TOP = {np.float32: 43.0, np.float64: 664.0}
 def _ref(name, x, dtype):
     hi = np.float64 if dtype == np.float32 else np.longdouble
     f = {"exp": np.exp, "expn": np.exp, "log": np.log, "log1p": np.log1p, "tanh": np.tanh,
-         "log1p01": np.log1p}[name]
+         "log1p01": np.log1p, "log1m": lambda p: np.log1p(-p)}[name]
     with np.errstate(all="ignore"):
         return f(x.astype(hi))
 
@@ -54,6 +54,20 @@ def _inputs(name, dtype, rng):
                                 [0.0, 1.0, np.nan, fi.tiny, fi.smallest_subnormal,
                                  np.nextafter(dtype(1), dtype(0))]])
             return x[(x <= 1.0) | np.isnan(x)].astype(dtype)
+    if name == "log1m":
+        # its domain, BCE's probabilities p in [0, 1]: random bit patterns over every binade
+        # (subnormals included), uniform, dense around the reduction's switch at 1 - sqrt(1/2)
+        # and around 1/2 (where 1 - p stops being exact), and p -> 1 (w = 1 - p tiny)
+        bits = np.uint32 if dtype == np.float32 else np.uint64
+        one = int(np.array([1.0], dtype).view(bits)[0])
+        rnd = rng.integers(0, one, 400_000, dtype=bits, endpoint=True).view(dtype)
+        x = np.concatenate([rnd.astype(np.float64), rng.random(200_000),
+                            np.linspace(0.28, 0.31, 200_001), np.linspace(0.49, 0.51, 100_001),
+                            1.0 - np.logspace(-16, -0.1, 100_001),
+                            [0.0, 1.0, np.nan, fi.tiny, fi.smallest_subnormal, fi.eps, 0.5,
+                             float(np.nextafter(dtype(1), dtype(0))), 1.0 - np.sqrt(0.5)]])
+        with np.errstate(all="ignore"):
+            return x.astype(dtype)
     edges = [0.0, -0.0, np.inf, -np.inf, np.nan, fi.tiny, -fi.tiny, fi.smallest_subnormal,
              1.0, -1.0, fi.eps, -fi.eps, 0.5, 2.0, fi.max, -fi.max]
     if name in ("exp", "expn"):
@@ -166,6 +180,9 @@ def test_simd_special_values(dtype):
     l1 = ev("log1p", np.array([-1.0, inf, nan, 0.0], dtype))
     np.testing.assert_array_equal(l1[[0, 1, 3]], [-inf, inf, 0.0])
     assert np.isnan(l1[2])
+    l1m = ev("log1m", np.array([1.0, 0.0, nan, 1e-30], dtype))
+    np.testing.assert_array_equal(l1m[[0, 1, 3]], [-inf, 0.0, dtype(-1e-30)])
+    assert np.isnan(l1m[2])
     l01 = ev("log1p01", np.array([0.0, nan, 1.0], dtype))
     assert l01[0] == 0.0 and np.isnan(l01[1]) and abs(l01[2] - np.log(2.0)) <= np.spacing(dtype(1))
     th = ev("tanh", np.array([-inf, inf, nan, 0.0, -0.0], dtype))

@@ -17,7 +17,7 @@
 #define FCE_EXP FCE_SIMD_FN(fce_exp_f)
 #define FCE_EXPN FCE_SIMD_FN(fce_expn_f)
 #define FCE_LOG FCE_SIMD_FN(fce_log_f)
-#define FCE_LOG1P FCE_SIMD_FN(fce_log1p_f)
+#define FCE_LOG1M FCE_SIMD_FN(fce_log1m_f)
 #define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_f)
 #define FCE_LOG1P_D FCE_SIMD_FN(fce_log1p_d)
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_f)
@@ -28,7 +28,7 @@
 #undef FCE_EXP
 #undef FCE_EXPN
 #undef FCE_LOG
-#undef FCE_LOG1P
+#undef FCE_LOG1M
 #undef FCE_LOG1P01
 #undef FCE_LOG1P_D
 #undef FCE_TANH
@@ -39,7 +39,7 @@
 #define FCE_EXP FCE_SIMD_FN(fce_exp_d)
 #define FCE_EXPN FCE_SIMD_FN(fce_expn_d)
 #define FCE_LOG FCE_SIMD_FN(fce_log_d)
-#define FCE_LOG1P FCE_SIMD_FN(fce_log1p_d)
+#define FCE_LOG1M FCE_SIMD_FN(fce_log1m_d)
 #define FCE_LOG1P01 FCE_SIMD_FN(fce_log1p01_d)
 #define FCE_LOG1P_D FCE_SIMD_FN(fce_log1p_d)
 #define FCE_TANH FCE_SIMD_FN(fce_tanh_d)
@@ -50,7 +50,7 @@
 #undef FCE_EXP
 #undef FCE_EXPN
 #undef FCE_LOG
-#undef FCE_LOG1P
+#undef FCE_LOG1M
 #undef FCE_LOG1P01
 #undef FCE_LOG1P_D
 #undef FCE_TANH

@@ -192,13 +192,15 @@ static void fce_simd_eval_fma_avx2(int fn, int dt, const void *x, void *o, fce_i
         for (i = 0; i < n; i++)
             od[i] = fn == 0 ? fce_exp_d_fma(xd[i]) : fn == 1 ? fce_log_d_fma(xd[i])
                   : fn == 2 ? fce_log1p_d_fma(xd[i]) : fn == 3 ? fce_tanh_d_fma(xd[i])
-                  : fn == 4 ? fce_log1p01_d_fma(xd[i]) : fce_expn_d_fma(xd[i]);
+                  : fn == 4 ? fce_log1p01_d_fma(xd[i]) : fn == 5 ? fce_expn_d_fma(xd[i])
+                  : fce_log1m_d_fma(xd[i]);
     } else {
         const float *xf = (const float *)x; float *of = (float *)o;
         for (i = 0; i < n; i++)
             of[i] = fn == 0 ? fce_exp_f_fma(xf[i]) : fn == 1 ? fce_log_f_fma(xf[i])
                   : fn == 2 ? fce_log1p_f_fma(xf[i]) : fn == 3 ? fce_tanh_f_fma(xf[i])
-                  : fn == 4 ? fce_log1p01_f_fma(xf[i]) : fce_expn_f_fma(xf[i]);
+                  : fn == 4 ? fce_log1p01_f_fma(xf[i]) : fn == 5 ? fce_expn_f_fma(xf[i])
+                  : fce_log1m_f_fma(xf[i]);
     }
 }
 #endif

@@ -26,6 +26,8 @@
  *   |u| < 0.1, else (1 - e)/(1 + e) with e = exp(-2|u|).
  * log1p(u) for u >= -1:  w = 1 + u rounded; log1p(u) = log(w) + (u - (w-1))/w, the second term
  *   restoring what the rounding of 1+u lost (exact to first order).
+ * log1m(p) = log(1-p) for p in [0, 1]: the same lost part folded into log's atanh argument, one
+ *   division instead of two (see the function).
  *
  * Two variants of each function, selected by a constant flag F: the portable one (F = 0, every
  * multiply-add rounded twice; the baseline SSE2 kernels, _div_body.h, the per-sample finish
@@ -41,6 +43,8 @@
  *     exp        0.98 / 0.98   1.02 / 1.04    [1.0, 1.1]
  *     log        1.89 / 1.89   1.95 / 1.95    [2.0, 2.0]
  *     log1p      2.33 / 2.33   2.29 / 2.29    [2.5, 2.5]
+ *     log1m      1.68 / 1.68   2.01 / 2.01    [1.7, 2.1]   (log(1-p) on [0, 1]; float32: every
+ *                                                            float of the domain)
  *     tanh       1.92 / 1.83   4.09 / 4.09    [2.0, 4.5]   (float: every float in [0, 11], max
  *                                                            near the split at |u| = 1.25; double:
  *                                                            the (1-e)/(1+e) branch near 0.1)
@@ -49,7 +53,7 @@
  *                                                            on every float32 with a subnormal
  *                                                            result; the kernels' exp of x - max)
  * Special values are exact: exp(-inf) = 0, exp(+inf) = inf, log(0) = -inf, log(<0) = NaN,
- * log1p(-1) = -inf, tanh(+-inf) = +-1, NaN in -> NaN out.
+ * log1p(-1) = log1m(1) = -inf, tanh(+-inf) = +-1, NaN in -> NaN out.
  */
 #ifndef FASTCE_SIMD_H
 #define FASTCE_SIMD_H
@@ -288,6 +292,64 @@ FCE_INLINE double fce_log1p_dv(double u, const int F)
     return u == INFINITY ? INFINITY : res;
 }
 
+/* ---------------------------------------------------------------- log(1 - p), p in [0, 1]
+ * BCE's log of the complement probability with one division where log1p(-p) takes two.  w = 1-p
+ * rounded and c = (1 - w) - p, exact (Fast2Sum, |1| >= |p|), is what the rounding lost: w + c =
+ * 1 - p exactly, and c = 0 for p >= 1/2 (Sterbenz).  w is reduced like log's argument, f = w 2^-k
+ * (never subnormal: w = 0 or w >= 2^-24 / 2^-53), and the lost part goes into atanh's argument
+ * instead of a correction term c/w:  f_exact - 1 = (f - 1) + c 2^-k, with f - 1 exact and
+ * k in {0, -1} wherever c != 0 (w > 1/2), so z = n / (n + 2), n = (f - 1) + d, d = c or 2c.
+ * For tiny p, w = 1, n = -p: z = -p/(2-p) keeps full relative precision, like log1p. */
+FCE_INLINE float fce_log1m_fv(float p, const int F)
+{
+    float w = 1.0f - p;
+    float c = (1.0f - w) - p;
+    uint32_t v = fce_bits_f(w) - 0x3f3504f3u;
+    int32_t k = (int32_t)v >> 23;
+    float f = fce_from_bits_f((v & 0x007fffffu) + 0x3f3504f3u);
+    float kf = (float)k;
+    float n = (f - 1.0f) + (kf < 0.0f ? c + c : c);
+    float z = n / (n + 2.0f);
+    float z2 = z * z;
+    float s = 2.0f / 9.0f;
+    s = fce_madd_f(s, z2, 2.0f / 7.0f, F);
+    s = fce_madd_f(s, z2, 2.0f / 5.0f, F);
+    s = fce_madd_f(s, z2, 2.0f / 3.0f, F);
+    float res = fce_madd_f(kf, 0.693147180559945309f, fce_madd_f(z * s, z2, 2.0f * z, F), F);
+    res = w == 0.0f ? -INFINITY : res;
+    return p != p ? p : res;
+}
+
+FCE_INLINE double fce_log1m_dv(double p, const int F)
+{
+    double w = 1.0 - p;
+    double c = (1.0 - w) - p;
+    uint64_t v = fce_bits_d(w) - 0x3fe6a09e667f3bcdull;
+    /* k as a double without 64-bit shifts or conversions (see fce_log_dv) */
+    double h = fce_from_bits_d((v >> 52) | 0x4330000000000000ull) - 4503599627370496.0;
+    double kd = h >= 2048.0 ? h - 4096.0 : h;
+    double f = fce_from_bits_d((v & 0x000fffffffffffffull) + 0x3fe6a09e667f3bcdull);
+    double n = (f - 1.0) + (kd < 0.0 ? c + c : c);
+    double z = n / (n + 2.0);
+    double z2 = z * z;
+    double s = 2.0 / 23.0;
+    s = fce_madd_d(s, z2, 2.0 / 21.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 19.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 17.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 15.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 13.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 11.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 9.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 7.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 5.0, F);
+    s = fce_madd_d(s, z2, 2.0 / 3.0, F);
+    double res = fce_madd_d(kd, 1.90821492927058770002e-10,
+                            fce_madd_d(kd, 6.93147180369123816490e-01,
+                                       fce_madd_d(z * s, z2, 2.0 * z, F), F), F);
+    res = w == 0.0 ? -INFINITY : res;
+    return p != p ? p : res;
+}
+
 /* ---------------------------------------------------------------- log1p on [0, 1]
  * log1p(e) for e in [0, 1] (or NaN) without a division or a range reduction: softplus(-a) =
  * log1p(e^-a) for a >= 0, the BCE-with-logits and C = 2 loss, has its argument there.
@@ -491,6 +553,8 @@ FCE_NAMED(log_f, float)
 FCE_NAMED(log_d, double)
 FCE_NAMED(log1p_f, float)
 FCE_NAMED(log1p_d, double)
+FCE_NAMED(log1m_f, float)
+FCE_NAMED(log1m_d, double)
 FCE_NAMED(log1p01_f, float)
 FCE_NAMED(log1p01_d, double)
 FCE_NAMED(tanh_f, float)

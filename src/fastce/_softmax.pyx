@@ -67,7 +67,7 @@ def _simd_eval_fma(str name, x):
     `name` of _simd.h applied to every element of the float32 or float64 array x, or None where
     this build or CPU has no such variant."""
     import numpy as np
-    cdef int fn = ("exp", "log", "log1p", "tanh", "log1p01", "expn").index(name)
+    cdef int fn = ("exp", "log", "log1p", "tanh", "log1p01", "expn", "log1m").index(name)
     a = np.ascontiguousarray(x)
     if a.dtype != np.float32 and a.dtype != np.float64:
         raise TypeError("float32 or float64 only")

@@ -69,10 +69,12 @@ cdef extern from "_simd.h" nogil:
     double fce_log1p01_d(double)
     float fce_expn_f(float)
     double fce_expn_d(double)
+    float fce_log1m_f(float)
+    double fce_log1m_d(double)
 
 
 def _simd_eval(str name, x):
-    """Test hook: the elementary function `name` of _simd.h (exp, log, log1p, tanh, log1p01, expn) applied to
+    """Test hook: the elementary function `name` of _simd.h (exp, log, log1p, tanh, log1p01, expn, log1m) applied to
     every element of the float32 or float64 array x (baseline-ISA build of the function)."""
     import numpy as np
     cdef Py_ssize_t i, n
@@ -87,14 +89,16 @@ def _simd_eval(str name, x):
             v = xf[i]
             of[i] = (fce_exp_f(v) if name == "exp" else fce_log_f(v) if name == "log"
                      else fce_log1p_f(v) if name == "log1p" else fce_tanh_f(v) if name == "tanh"
-                     else fce_expn_f(v) if name == "expn" else fce_log1p01_f(v))
+                     else fce_expn_f(v) if name == "expn" else fce_log1m_f(v) if name == "log1m"
+                     else fce_log1p01_f(v))
     elif a.dtype == np.float64:
         xd = a.reshape(-1); od = out.reshape(-1)
         for i in range(n):
             v = xd[i]
             od[i] = (fce_exp_d(v) if name == "exp" else fce_log_d(v) if name == "log"
                      else fce_log1p_d(v) if name == "log1p" else fce_tanh_d(v) if name == "tanh"
-                     else fce_expn_d(v) if name == "expn" else fce_log1p01_d(v))
+                     else fce_expn_d(v) if name == "expn" else fce_log1m_d(v) if name == "log1m"
+                     else fce_log1p01_d(v))
     else:
         raise TypeError("float32 or float64 only")
     return out
