@@ -503,6 +503,33 @@ def test_bce_probabilities_outside_unit_interval(dtype, bad):
             call()
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("n", [1, 4095, 4097, 200_001])
+def test_probability_scan_names_the_first_offender(dtype, n):
+    """The C scan behind the [0, 1] check (blocks of 4096, two threads over halves): the value
+    named is the first one outside in memory order, NaN before it does not hide it, and the
+    NumPy fallback for a non-contiguous view names the same value."""
+    rng = np.random.default_rng(n)
+    y = np.zeros(n, dtype)
+    for pos in sorted({0, n // 2 - 1, n // 2, n // 2 + 1, 4095, 4096, n - 1} & set(range(n))):
+        p = rng.random(n).astype(dtype)
+        p[:pos] = np.where(rng.random(pos) < 0.01, np.nan, p[:pos])
+        p[pos] = dtype(-0.25)
+        if pos + 1 < n:
+            p[pos + 1:] = np.where(rng.random(n - pos - 1) < 0.5, dtype(1.75), p[pos + 1:])
+        with pytest.raises(ValueError, match=re.escape(repr(dtype(-0.25)))):
+            fastce.binary_cross_entropy(p, y)
+        if n > 1:
+            q = np.repeat(p, 2)[::2]                 # a strided view of the same values
+            assert not q.flags.c_contiguous
+            with pytest.raises(ValueError, match=re.escape(repr(dtype(-0.25)))):
+                fastce.binary_cross_entropy(q, y)
+    p = np.full(n, 0.5, dtype)
+    p[::3] = np.nan
+    p[-1] = dtype(-0.0)
+    assert np.isnan(fastce.binary_cross_entropy(p, y, reduction="sum")) == (n > 1)
+
+
 def test_bce_probability_edges_are_valid():
     p = np.array([0.0, -0.0, 1.0, 0.0, 1.0, np.nan])
     y = np.array([0.0, 0.0, 1.0, 1.0, 0.0, 1.0])

@@ -283,6 +283,8 @@ static inline void fce_widen_targets(const int32_t *src, fce_idx n, int64_t *dst
 static inline void fce_bce_logits_item(int dt, const void *x, fce_idx item, const fce_bin_args *a,
                                        void *grad)
 { FCE_CALL(bce_logits_item, dt, x, item, a, grad); }
+static inline void fce_first_outside_unit(int dt, const void *p, fce_idx n, fce_idx *first)
+{ FCE_CALL(first_outside_unit, dt, p, n, first); }
 static inline void fce_bce_item(int dt, const void *x, fce_idx item, const fce_bin_args *a,
                                 void *grad)
 { FCE_CALL(bce_item, dt, x, item, a, grad); }

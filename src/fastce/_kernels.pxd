@@ -59,6 +59,7 @@ cdef extern from "_kernels.h" nogil:
         double gcoef
     void fce_bce_logits_item(int dt, const void *x, fce_idx item, const fce_bin_args *a, void *grad)
     void fce_bce_item(int dt, const void *x, fce_idx item, const fce_bin_args *a, void *grad)
+    void fce_first_outside_unit(int dt, const void *p, fce_idx n, fce_idx *first)
 
     # beyond cross-entropy (_k_div.h)
     ctypedef struct fce_kl_args:

@@ -286,11 +286,19 @@ def probability_target(target, shape, compute, ignore=DEFAULT_IGNORE_INDEX):
 
 def unit_interval(a, name, what):
     """Refuse values outside [0, 1] (NaN passes: it propagates to the result)."""
-    if a.size:
+    if not a.size:
+        return
+    if a.dtype in (np.float32, np.float64) and a.flags.c_contiguous:
+        # the kernel arrays: one threaded C scan (first_outside_unit in _k_binary.h)
+        from ._binary import first_outside_unit
+        from ._parallel import nthreads
+        i = first_outside_unit(a, nthreads(a.size, "binary"))
+        bad = a.reshape(-1)[i] if i >= 0 else None
+    else:
         outside = (a < 0) | (a > 1)
-        if outside.any():
-            raise ValueError(f"{what}: {name} must be probabilities in [0, 1]; "
-                             f"found {a[outside].flat[0]!r}")
+        bad = a[outside].flat[0] if outside.any() else None
+    if bad is not None:
+        raise ValueError(f"{what}: {name} must be probabilities in [0, 1]; found {bad!r}")
 
 
 def predicted_probabilities(probs, what):
