@@ -247,8 +247,8 @@ def test_loss_and_grad_loops_agree_bitwise(rng, n, kind, reduction, dtype):
         # float16: p in [0.01, 0.99], since p = 0 or 1 gives gradients of ~1e12 (inf in float16)
         x = (rng.uniform(0.01, 0.99, shape) if dtype == np.float16 else rng.random(shape)).astype(dtype)
         if dtype != np.float16:
-            x[::7] = 0.0
-            x[1::11] = 1.0
+            x.reshape(-1)[::7] = 0.0
+            x.reshape(-1)[1::11] = 1.0
         loss_fn, grad_fn = bce, bce_grad
         if kind == "probs_weight":
             kw["weight"] = rng.uniform(0.1, 2, size=shape).astype(dtype)

@@ -20,6 +20,7 @@ import numpy as np
 import pytest
 
 import fastce
+from fastce import _binary
 from conftest import assert_close
 from reference import (
     ref_accuracy,
@@ -507,8 +508,7 @@ def test_bce_probabilities_outside_unit_interval(dtype, bad):
 @pytest.mark.parametrize("n", [1, 4095, 4097, 200_001])
 def test_probability_scan_names_the_first_offender(dtype, n):
     """The C scan behind the [0, 1] check (blocks of 4096, two threads over halves): the value
-    named is the first one outside in memory order, NaN before it does not hide it, and the
-    NumPy fallback for a non-contiguous view names the same value."""
+    named is the first one outside in memory order, and NaN before it does not hide it."""
     rng = np.random.default_rng(n)
     y = np.zeros(n, dtype)
     for pos in sorted({0, n // 2 - 1, n // 2, n // 2 + 1, 4095, 4096, n - 1} & set(range(n))):
@@ -519,15 +519,46 @@ def test_probability_scan_names_the_first_offender(dtype, n):
             p[pos + 1:] = np.where(rng.random(n - pos - 1) < 0.5, dtype(1.75), p[pos + 1:])
         with pytest.raises(ValueError, match=re.escape(repr(dtype(-0.25)))):
             fastce.binary_cross_entropy(p, y)
-        if n > 1:
-            q = np.repeat(p, 2)[::2]                 # a strided view of the same values
-            assert not q.flags.c_contiguous
-            with pytest.raises(ValueError, match=re.escape(repr(dtype(-0.25)))):
-                fastce.binary_cross_entropy(q, y)
+        # the scan itself, with two threads whatever this machine's OpenMP setting
+        assert _binary.first_outside_unit(p, 2) == pos
+        assert _binary.first_outside_unit(p, 1) == pos
     p = np.full(n, 0.5, dtype)
     p[::3] = np.nan
     p[-1] = dtype(-0.0)
     assert np.isnan(fastce.binary_cross_entropy(p, y, reduction="sum")) == (n > 1)
+
+
+@pytest.mark.parametrize("n", [70_000, 200_001])
+def test_probability_scan_second_half(n):
+    """Offenders only in the second thread's half (at its start, at a block boundary inside it,
+    at the end) are found at their flat index."""
+    h = n // 2
+    for pos in (h, h + 4095, h + 4096, n - 1):
+        p = np.full(n, 0.5)
+        p[pos] = 2.0
+        p[pos + 1:] = -1.0
+        assert _binary.first_outside_unit(p, 2) == pos
+    assert _binary.first_outside_unit(np.full(n, 0.5), 2) == -1
+
+
+@pytest.mark.parametrize("make", [
+    lambda p: np.repeat(p, 2)[::2],                                  # strided
+    lambda p: p.astype(np.float16),                                  # not a kernel dtype
+    lambda p: p.astype(p.dtype.newbyteorder()),                      # byte-swapped
+    lambda p: p[:1].reshape(()),                                     # 0-d
+], ids=["strided", "float16", "byteswapped", "0d"])
+def test_unit_interval_fallback_names_the_same_value(make):
+    """_validate.unit_interval on every kind of array: the C scan takes the kernel arrays (the
+    0-d one here), NumPy the rest; the value named is the same."""
+    from fastce import _validate
+    p = np.full(9, 0.5)
+    p[0] = 1.5
+    p[4] = -1.0
+    a = make(p)
+    with pytest.raises(ValueError, match=r"found np\.float(16|64)\(1\.5\)"):
+        _validate.unit_interval(a, "input", "test")
+    _validate.unit_interval(make(np.array([0.0, 1.0, np.nan, -0.0, 0.5, 0.5, 0.5, 0.5, 0.5])),
+                            "input", "test")
 
 
 def test_bce_probability_edges_are_valid():

@@ -2,7 +2,7 @@
  * The kernel template: included by _kern_inst.h once per dtype and ISA, with
  *   FCE_T                       float or double
  *   FCE_SUF(name)               name suffixed with dtype and ISA (name_f_avx2, ...)
- *   FCE_EXP/LOG/LOG1P/TANH      the dtype's functions from _simd.h
+ *   FCE_EXP/EXPN/LOG/LOG1M/LOG1P01/LOG1P_D/TANH   the dtype's functions from _simd.h
  * It names them T and S(name) and includes the kernel families in dependency order.
  */
 #define T FCE_T

@@ -298,8 +298,9 @@ FCE_INLINE double fce_log1p_dv(double u, const int F)
  * 1 - p exactly, and c = 0 for p >= 1/2 (Sterbenz).  w is reduced like log's argument, f = w 2^-k
  * (never subnormal: w = 0 or w >= 2^-24 / 2^-53), and the lost part goes into atanh's argument
  * instead of a correction term c/w:  f_exact - 1 = (f - 1) + c 2^-k, with f - 1 exact and
- * k in {0, -1} wherever c != 0 (w > 1/2), so z = n / (n + 2), n = (f - 1) + d, d = c or 2c.
- * For tiny p, w = 1, n = -p: z = -p/(2-p) keeps full relative precision, like log1p. */
+ * k in {0, -1} wherever c != 0 (w >= 1/2), so z = n / (n + 2), n = (f - 1) + d, d = c or 2c.
+ * For tiny p, w = 1, n = -p: z = -p/(2-p) keeps full relative precision, like log1p, down to
+ * where p/2 is subnormal (the smallest subnormal p gives -0, 1 ulp off). */
 FCE_INLINE float fce_log1m_fv(float p, const int F)
 {
     float w = 1.0f - p;

@@ -288,8 +288,9 @@ def unit_interval(a, name, what):
     """Refuse values outside [0, 1] (NaN passes: it propagates to the result)."""
     if not a.size:
         return
-    if a.dtype in (np.float32, np.float64) and a.flags.c_contiguous:
-        # the kernel arrays: one threaded C scan (first_outside_unit in _k_binary.h)
+    if a.dtype.char in "fd" and a.flags.c_contiguous and a.flags.aligned and a.dtype.isnative:
+        # the kernel arrays (every caller's): one threaded C scan (first_outside_unit in
+        # _k_binary.h); NumPy below for anything else
         from ._binary import first_outside_unit
         from ._parallel import nthreads
         i = first_outside_unit(a, nthreads(a.size, "binary"))
