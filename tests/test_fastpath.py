@@ -97,6 +97,38 @@ def test_bce_with_logits_fast_equals_general(monkeypatch, rng, dtype, shape, red
         x, y, reduction=reduction)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["f32", "f64"])
+@pytest.mark.parametrize("shape", [(1,), (256,), (33, 7), (70000,)])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+def test_bce_probabilities_fast_equals_general(monkeypatch, rng, dtype, shape, reduction):
+    p = rng.random(shape).astype(dtype)
+    p.reshape(-1)[::5] = 0.0
+    p.reshape(-1)[1::7] = 1.0
+    p.reshape(-1)[2::11] = np.nan
+    y = rng.random(shape).astype(dtype)
+    assert _fastpath.binary_loss("probs", p, y, None, None, reduction, True, 1.0, None) is not SLOW
+    for rg in (False, True):
+        _same_bits(*_both_paths(monkeypatch, lambda: fastce.binary_cross_entropy(
+            p, y, reduction=reduction, return_grad=rg)))
+    _same_bits(*_both_paths(monkeypatch, lambda: fastce.binary_cross_entropy_grad(
+        p, y, reduction=reduction)))
+
+
+@pytest.mark.parametrize("n", [1, 300, 70001])
+@pytest.mark.parametrize("bad", [-0.5, 1.5, -np.inf, np.inf, -1e-30])
+def test_fast_path_declines_probabilities_outside_unit_interval(n, bad):
+    """An out-of-range probability anywhere sends the call to the general path, which names it."""
+    for where in (0, n // 2, n - 1):
+        p = np.full(n, 0.25)
+        p[where] = bad
+        y = np.zeros(n)
+        assert _fastpath.binary_loss("probs", p, y, None, None, "mean", False, 1.0, None) is SLOW
+        with pytest.raises(ValueError, match=r"\[0, 1\]; found"):
+            fastce.binary_cross_entropy(p, y)
+        with pytest.raises(ValueError, match=r"\[0, 1\]; found"):
+            fastce.BCELoss()(p, y)
+
+
 def _ce_fast(x, t, **kw):
     a = dict(weight=None, ignore_index=-100, reduction="mean", label_smoothing=0.0, axis=-1,
              z_loss=0.0, softcap=None, return_grad=True, grad_output=1.0, out=None)

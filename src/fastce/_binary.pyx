@@ -55,27 +55,36 @@ cdef void run_binary(int dt, bint logits, const void *xp, fce_idx nitems, const 
             fce_bce_item(dt, xp, i, a, gp)
 
 
-def first_outside_unit(p, int nthreads):
-    """Index (flat) of the first value of the C-contiguous float32/float64 array p outside
-    [0, 1], or -1; NaN is not outside.  A long array is scanned in halves by two threads."""
-    cdef int tn
-    cdef int dt = _dtype_code(p, &tn)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
-    cdef const char *pp = <const char *>_ptr(p, tn, n, False)
+
+cdef Py_ssize_t outside_unit(int dt, const void *p, Py_ssize_t n, int nthreads) noexcept nogil:
+    """Index of the first value of p[0..n) (dtype dt) outside [0, 1], or -1; NaN is not outside.
+    A long array is scanned in halves by two threads."""
+    cdef const char *pp = <const char *>p
     cdef Py_ssize_t h = n // 2
     cdef Py_ssize_t size = 4 if dt == FCE_F32 else 8
     cdef fce_idx part[2]
     cdef int k
-    with nogil:
-        if nthreads <= 1 or n < (1 << 16):
-            fce_first_outside_unit(dt, pp, n, &part[0])
-            part[1] = -1
+    if nthreads <= 1 or n < (1 << 16):
+        fce_first_outside_unit(dt, pp, n, &part[0])
+        return part[0]
+    for k in prange(2, num_threads=2, schedule="static"):
+        if k == 0:
+            fce_first_outside_unit(dt, pp, h, &part[0])
         else:
-            for k in prange(2, num_threads=2, schedule="static"):
-                if k == 0:
-                    fce_first_outside_unit(dt, pp, h, &part[0])
-                else:
-                    fce_first_outside_unit(dt, pp + h * size, n - h, &part[1])
+            fce_first_outside_unit(dt, pp + h * size, n - h, &part[1])
     if part[0] >= 0:
         return part[0]
     return h + part[1] if part[1] >= 0 else -1
+
+
+def first_outside_unit(p, int nthreads):
+    """Index (flat) of the first value of the C-contiguous float32/float64 array p outside
+    [0, 1], or -1; NaN is not outside."""
+    cdef int tn
+    cdef int dt = _dtype_code(p, &tn)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(p)
+    cdef const void *pp = _ptr(p, tn, n, False)
+    cdef Py_ssize_t i
+    with nogil:
+        i = outside_unit(dt, pp, n, nthreads)
+    return i

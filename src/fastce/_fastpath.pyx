@@ -14,7 +14,8 @@ messages, every unusual or bad input.  Canonical means:
   any shape for the binary losses;
 - class-index target: exactly an ndarray, int64 or int32, (N,), contiguous, every value in
   [0, C) or == ignore_index (checked here, in one pass that also counts the ignored ones);
-  binary target: the input's dtype and shape;
+  binary target: the input's dtype and shape; BCE's probabilities: every value in [0, 1] or
+  NaN (one C scan, as the general path's);
 - options: the plain Python types and values the general rules would accept (bools, strings
   and NumPy scalars go the general way), no class weight / pos_weight / softcap, scalar
   grad_output (1.0 for reduction="none");
@@ -32,7 +33,7 @@ from libc.stdint cimport int64_t, int32_t
 
 from ._kernels cimport fce_ce_args, fce_bin_args, fce_idx, fce_n_items, FCE_F32, FCE_F64
 from ._ce cimport run_ce_index, count_ignored, widen_targets
-from ._binary cimport run_binary
+from ._binary cimport run_binary, outside_unit
 from . import _parallel
 
 cnp.import_array()
@@ -345,7 +346,7 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
     cdef int red, typenum, nth
     cdef double g, total, gcoef
     cdef double *chunk_sum
-    cdef bint want_grad
+    cdef bint want_grad, logits
     cdef fce_bin_args a
     cdef const void *xp
     cdef void *gp
@@ -374,8 +375,11 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
     for k in range(cnp.PyArray_NDIM(xa)):
         if cnp.PyArray_DIM(ya, k) != cnp.PyArray_DIM(xa, k):
             return SLOW
-    if kind == "probs":
-        return SLOW             # the [0, 1] range check is a NumPy pass: general path
+    logits = kind == "logits"
+    # probabilities outside [0, 1]: the general path raises, naming the first one
+    if not logits and outside_unit(_dt(typenum), cnp.PyArray_DATA(xa), n,
+                                   _nthreads(n, "binary")) >= 0:
+        return SLOW
     grad = None
     if want_grad:
         grad = _grad_buffer(xa, out, (ya,))
@@ -401,10 +405,10 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
     gp = cnp.PyArray_DATA(<cnp.ndarray>grad) if want_grad else NULL
     nth = _nthreads(n, "binary")
     if n < _NOGIL_MIN_ELEMENTS:
-        run_binary(_dt(typenum), True, xp, nchunks, &a, gp, nth)
+        run_binary(_dt(typenum), logits, xp, nchunks, &a, gp, nth)
     else:
         with nogil:
-            run_binary(_dt(typenum), True, xp, nchunks, &a, gp, nth)
+            run_binary(_dt(typenum), logits, xp, nchunks, &a, gp, nth)
     if red == 2:
         PyMem_Free(chunk_sum)
         value = loss_arr

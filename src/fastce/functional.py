@@ -805,6 +805,10 @@ def binary_cross_entropy(input: ArrayLike, target: ArrayLike, *,
     loss, or (loss, grad) with return_grad=True; the gradient is
     weight (p - y) / max(p (1 - p), 1e-12), as in torch.
     """
+    r = _fastpath.binary_loss("probs", input, target, weight, None, reduction, return_grad,
+                              grad_output, out)
+    if r is not _SLOW:
+        return r
     _check_out_usage(out, return_grad)
     return _binary_loss("probs", input, target, weight, None, reduction, return_grad,
                         grad_output, out)
@@ -833,6 +837,10 @@ def binary_cross_entropy_grad(input: ArrayLike, target: ArrayLike, *,
     -------
     ndarray of the input's shape and dtype.
     """
+    r = _fastpath.binary_loss("probs", input, target, weight, None, reduction, True, grad_output,
+                              out)
+    if r is not _SLOW:
+        return r[1]
     return _binary_loss("probs", input, target, weight, None, reduction, True, grad_output,
                         out)[1]
 

@@ -385,6 +385,10 @@ class BCELoss(_Criterion[LossT]):
     def _kwargs(self) -> _Options:
         return dict(weight=self.weight)
 
+    def _fast(self, input: Any, target: Any, out: Any) -> Any:
+        return _fastpath.binary_loss("probs", input, target, self.weight, None, self.reduction,
+                                     True, 1.0, out)
+
     def _repr_items(self) -> _ReprItems:
         items: _ReprItems = [("reduction", self.reduction)]
         if self.weight is not None:
