@@ -186,8 +186,9 @@ class BuildExt(build_ext):
                 # polynomial is a dependent chain of ~100 cycles, and on a core whose reorder
                 # window holds about one copy (Zen 1 splits every 256-bit op in two) the copies
                 # barely overlap.  The first scheduling pass interleaves them.  Not for the
-                # sanitizer build, which is for finding memory errors, not speed: the pass cost
-                # it a minute of CI (232 s against 166 s on a Zen 1 core).
+                # sanitizer build, which is for finding memory errors, not speed (nor its
+                # register-pressure regions, FCE_NO_SCHED in _kernels.h): the pass is slow on
+                # these loops, a minute of that build on a Zen 1 core.
                 compile_args.append("-fschedule-insns")
             if _flag("FASTCE_NATIVE"):
                 compile_args.append("-march=native")
@@ -198,6 +199,7 @@ class BuildExt(build_ext):
                 san = ["-O2", "-fsanitize=address,undefined", "-fno-omit-frame-pointer", "-g"]
                 compile_args += san
                 link_args += san
+                macros.append(("FCE_NO_SCHED", "1"))
         omp = None
         if not _flag("FASTCE_NO_OPENMP"):
             omp = _openmp_flags(self.compiler, identity)

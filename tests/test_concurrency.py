@@ -179,7 +179,7 @@ def _timed_kernel_window(call):
 
 @pytest.mark.parametrize("nthreads", [1, 2])
 @pytest.mark.parametrize("kernel", ["log_softmax", "cross_entropy", "cross_entropy_cols",
-                                    "bce_with_logits", "softmax_vjp", "logsumexp"])
+                                    "bce_with_logits", "bce_probs", "softmax_vjp", "logsumexp"])
 def test_gil_released_during_kernels(kernel, nthreads):
     """While a long kernel runs, another Python thread keeps executing bytecode.
 
@@ -207,6 +207,8 @@ def test_gil_released_during_kernels(kernel, nthreads):
         y = np.resize(pblock, (rows, 1000))
         if kernel == "bce_with_logits":
             return lambda: fastce.binary_cross_entropy_with_logits(x, y, return_grad=True)
+        if kernel == "bce_probs":                    # (the [0, 1] scan, then the kernel)
+            return lambda: fastce.binary_cross_entropy(y, y, return_grad=True)
         assert kernel == "softmax_vjp"
         return lambda: fastce.softmax_vjp(y, x)
 

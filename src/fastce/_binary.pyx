@@ -55,7 +55,6 @@ cdef void run_binary(int dt, bint logits, const void *xp, fce_idx nitems, const 
             fce_bce_item(dt, xp, i, a, gp)
 
 
-
 cdef Py_ssize_t outside_unit(int dt, const void *p, Py_ssize_t n, int nthreads) noexcept nogil:
     """Index of the first value of p[0..n) (dtype dt) outside [0, 1], or -1; NaN is not outside.
     A long array is scanned in halves by two threads."""

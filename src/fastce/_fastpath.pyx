@@ -376,10 +376,17 @@ def binary_loss(str kind, x, target, weight, pos_weight, reduction, return_grad,
         if cnp.PyArray_DIM(ya, k) != cnp.PyArray_DIM(xa, k):
             return SLOW
     logits = kind == "logits"
-    # probabilities outside [0, 1]: the general path raises, naming the first one
-    if not logits and outside_unit(_dt(typenum), cnp.PyArray_DATA(xa), n,
-                                   _nthreads(n, "binary")) >= 0:
-        return SLOW
+    if not logits:
+        # probabilities outside [0, 1]: the general path raises, naming the first one
+        xp = cnp.PyArray_DATA(xa)
+        nth = _nthreads(n, "binary")
+        if n < _NOGIL_MIN_ELEMENTS:
+            k = outside_unit(_dt(typenum), xp, n, nth)
+        else:
+            with nogil:
+                k = outside_unit(_dt(typenum), xp, n, nth)
+        if k >= 0:
+            return SLOW
     grad = None
     if want_grad:
         grad = _grad_buffer(xa, out, (ya,))

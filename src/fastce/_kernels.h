@@ -72,8 +72,9 @@ typedef ptrdiff_t fce_idx;
  * register pressure weighed (-fschedule-insns -fsched-pressure; setup.py turns the pre-RA
  * scheduler on everywhere, and this also takes it back inside a region that turned it off).
  * For loops of several long chains whose plain interleaving runs out of vector registers; see
- * the users for what it measured.  Nothing for other compilers. */
-#if defined(__GNUC__) && !defined(__clang__)
+ * the users for what it measured.  Nothing for other compilers, nor with FCE_NO_SCHED (the
+ * sanitizer build: the pass is slow on these loops and finds no memory error). */
+#if defined(__GNUC__) && !defined(__clang__) && !defined(FCE_NO_SCHED)
 #define FCE_SCHED_PRESSURE_ON                                                                  \
     _Pragma("GCC push_options") _Pragma("GCC optimize(\"schedule-insns\", \"sched-pressure\")")
 #define FCE_SCHED_PRESSURE_OFF _Pragma("GCC pop_options")
